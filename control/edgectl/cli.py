@@ -1,0 +1,256 @@
+"""The ``edgectl`` command line.  It parses and prints; the work lives in the service modules.
+
+Heavy libraries (torch, openvino, transformers) are imported inside commands, so
+``edgectl --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgectl.config import EdgectlConfig, load_config
+from edgectl.errors import EdgectlError
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def _progress(message: str) -> None:
+    _console().print(f"[cyan]>[/cyan] {message}")
+
+
+class _Context:
+    def __init__(self, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+        self._path = config_path
+        self._overrides = overrides
+        self._config: EdgectlConfig | None = None
+
+    @property
+    def config(self) -> EdgectlConfig:
+        if self._config is None:
+            self._config = load_config(self._path, self._overrides)
+        return self._config
+
+    def client(self):
+        from edgectl.client import TritonClient
+
+        server = self.config.server
+        return TritonClient(
+            f"http://{server.host}:{server.http_port}",
+            f"{server.host}:{server.grpc_port}",
+            timeout_s=self.config.client.timeout_s,
+        )
+
+
+pass_context = click.make_pass_decorator(_Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path),
+    help="YAML config file (default: ./edgectl.yaml when present, else built-in defaults).",
+)  # fmt: skip
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override one config key, e.g. --set server.http_port=9000 (repeatable).",
+)  # fmt: skip
+@click.version_option(package_name="edgectl")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """Build, deploy and drive LLM serving on NVIDIA Triton at edge sites.
+
+    Typical flow: `edgectl build build/smollm2-135m-int8.yaml`, `edgectl deploy --local`,
+    `edgectl generate --stream "What is the capital of France?"`, `edgectl stop`.
+    """
+    ctx.obj = _Context(config_path, overrides)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Parent directory for the artifact (default: the edgectl cache).")
+@click.option("--force", is_flag=True, help="Rebuild even if the same recipe was built before.")
+def build(recipe: Path, out: Path | None, force: bool) -> None:
+    """Build RECIPE (a build/*.yaml file) into a servable artifact.
+
+    Converts the source checkpoint, quantizes it for the CPU engine step and
+    writes a manifest (tool versions, hashes). Reuses a finished build of the
+    same recipe unless --force.
+    """
+    from edgectl.builder import build as run_build
+    from edgectl.recipe import load_recipe
+
+    with _console().status("building…"):
+        result = run_build(load_recipe(recipe), out=out, force=force, progress=_progress)
+    size = sum(item["bytes"] for item in result.manifest["artifacts"].values())
+    verb = "reused" if result.reused else "built"
+    click.echo(f"{verb} {result.artifact} ({size / 1e6:.1f} MB)")
+
+
+@cli.command()
+@click.option("--local", "local", is_flag=True, default=True,
+              help="Start a local tritonserver (the only target so far).")
+@pass_context
+def deploy(ctx: _Context, local: bool) -> None:
+    """Render the model repository and start tritonserver; wait until models are ready.
+
+    Binds to server.host (127.0.0.1 by default). Logs and state go to
+    server.workdir. A model that does not load within server.ready_timeout_s
+    stops the server and prints the log tail.
+    """
+    from edgectl.deploy import deploy_local
+
+    config = ctx.config
+    if config.server.host not in ("127.0.0.1", "localhost", "::1"):
+        _console().print(
+            f"[yellow]warning:[/yellow] binding to {config.server.host} exposes an "
+            "unauthenticated inference API beyond this machine"
+        )
+    state = deploy_local(config, _progress)
+    click.echo(
+        f"serving {', '.join(state.models)}: http {state.http_url}  grpc {state.grpc_url}  "
+        f"metrics http://{state.host}:{state.metrics_port}/metrics  (pid {state.pid})"
+    )
+
+
+@cli.command()
+@pass_context
+def stop(ctx: _Context) -> None:
+    """Stop the local server, its Python stubs, and clean their shared memory."""
+    from edgectl.server import LocalTriton
+
+    if LocalTriton(ctx.config.server).stop():
+        click.echo("server stopped")
+    else:
+        click.echo("no server was running (stale state cleaned up)")
+
+
+@cli.command()
+@pass_context
+def status(ctx: _Context) -> None:
+    """Show whether the local server runs, its endpoints, and each model's state."""
+    from edgectl.server import LocalTriton
+
+    server = LocalTriton(ctx.config.server)
+    state = server.running()
+    if state is None:
+        click.echo("server: down")
+        recorded = server.read_state()
+        if recorded is not None:
+            click.echo(f"  (process {recorded.pid} is gone; last log lines:)")
+            click.echo(server.log_tail(recorded, lines=10))
+        sys.exit(3)
+    click.echo(f"server: up (pid {state.pid})  http {state.http_url}  grpc {state.grpc_url}")
+    for model in ctx.client().list_models():
+        click.echo(f"  {model.get('name')}: {model.get('state', '?')} {model.get('reason', '')}")
+
+
+@cli.group()
+def models() -> None:
+    """List, load and unload models over Triton's repository API."""
+
+
+@models.command("list")
+@pass_context
+def models_list(ctx: _Context) -> None:
+    """List every model in the repository with its state."""
+    for model in ctx.client().list_models():
+        version = model.get("version", "-")
+        click.echo(f"{model['name']}\t{version}\t{model.get('state', 'UNAVAILABLE')}\t"
+                   f"{model.get('reason', '')}")
+
+
+@models.command("load")
+@click.argument("name")
+@pass_context
+def models_load(ctx: _Context, name: str) -> None:
+    """Load NAME (an ensemble loads its steps too)."""
+    ctx.client().load_model(name)
+    click.echo(f"loaded {name}")
+
+
+@models.command("unload")
+@click.argument("name")
+@pass_context
+def models_unload(ctx: _Context, name: str) -> None:
+    """Unload NAME and the models only it depends on."""
+    ctx.client().unload_model(name)
+    click.echo(f"unloaded {name}")
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("--model", help="Ensemble to call (default: model.name from the config).")
+@click.option("--protocol", type=click.Choice(["http", "grpc"]),
+              help="Transport (default: client.protocol, grpc).")
+@click.option("--stream/--no-stream", default=False, help="Print text as it is generated.")
+@click.option("--max-tokens", type=int, default=64, show_default=True)
+@click.option("--temperature", type=float, help="0 = greedy; > 0 samples.")
+@click.option("--top-k", type=int)
+@click.option("--top-p", type=float)
+@click.option("--seed", type=int, help="Random seed for sampling.")
+@click.option("--stop", "stop_words", multiple=True, help="Stop word (repeatable).")
+@click.option("--raw", is_flag=True, help="Send PROMPT as is, without the chat template.")
+@pass_context
+def generate(ctx: _Context, prompt: str, model: str | None, protocol: str | None, stream: bool,
+             max_tokens: int, temperature: float | None, top_k: int | None,
+             top_p: float | None, seed: int | None, stop_words: tuple[str, ...],
+             raw: bool) -> None:
+    """Generate a completion for PROMPT through the ensemble."""
+    from edgectl.client import GenerateRequest
+
+    request = GenerateRequest(
+        text_input=prompt, max_tokens=max_tokens, stream=stream, temperature=temperature,
+        top_k=top_k, top_p=top_p, random_seed=seed, stop_words=list(stop_words),
+        apply_chat_template=not raw,
+    )  # fmt: skip
+    pieces = ctx.client().generate(
+        model or ctx.config.model.name, request, protocol or ctx.config.client.protocol
+    )
+    for piece in pieces:
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+    click.echo()
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Where to write it (default: <server.workdir>/model_repository).")
+@pass_context
+def render(ctx: _Context, out: Path | None) -> None:
+    """Render the Triton model repository for the configured model without starting it."""
+    from edgectl.deploy import served_model
+    from edgectl.repository import render_repository
+    from edgectl.server import LocalTriton
+
+    target = out or LocalTriton(ctx.config.server).workdir / "model_repository"
+    click.echo(render_repository([served_model(ctx.config)], ctx.config.engine, target))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except EdgectlError as err:
+        from rich.markup import escape
+
+        _console().print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

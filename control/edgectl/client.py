@@ -1,0 +1,194 @@
+"""Talking to a running Triton: generation over HTTP or gRPC, and the repository API.
+
+HTTP uses Triton's ``generate`` / ``generate_stream`` (SSE) endpoints, since
+decoupled models are refused on ``/infer``; gRPC uses the bidirectional stream.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import httpx
+import numpy as np
+
+from edgectl.errors import EdgectlError
+
+
+@dataclass
+class GenerateRequest:
+    """The ensemble's inputs, by the names NVIDIA's TensorRT-LLM ensemble uses."""
+
+    text_input: str
+    max_tokens: int = 64
+    stream: bool = False
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    random_seed: int | None = None
+    stop_words: list[str] = field(default_factory=list)
+    apply_chat_template: bool = False
+    exclude_input_in_output: bool | None = None
+
+    def inputs(self) -> dict[str, Any]:
+        """Only the inputs that are set, so server defaults apply to the rest."""
+        values: dict[str, Any] = {
+            "text_input": self.text_input,
+            "max_tokens": self.max_tokens,
+            "stream": self.stream,
+            "apply_chat_template": self.apply_chat_template,
+        }
+        optional = {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "random_seed": self.random_seed,
+            "exclude_input_in_output": self.exclude_input_in_output,
+        }
+        values.update({k: v for k, v in optional.items() if v is not None})
+        if self.stop_words:
+            values["stop_words"] = list(self.stop_words)
+        return values
+
+
+_GRPC_TYPES = {
+    "text_input": ("BYTES", object),
+    "stop_words": ("BYTES", object),
+    "max_tokens": ("INT32", np.int32),
+    "top_k": ("INT32", np.int32),
+    "top_p": ("FP32", np.float32),
+    "temperature": ("FP32", np.float32),
+    "random_seed": ("UINT64", np.uint64),
+    "stream": ("BOOL", bool),
+    "apply_chat_template": ("BOOL", bool),
+    "exclude_input_in_output": ("BOOL", bool),
+}
+
+
+def _grpc_inputs(values: dict[str, Any]):
+    import tritonclient.grpc as grpcclient
+
+    tensors = []
+    for name, value in values.items():
+        datatype, dtype = _GRPC_TYPES[name]
+        items = value if isinstance(value, list) else [value]
+        if dtype is object:
+            items = [str(item).encode("utf-8") for item in items]
+        array = np.asarray([items], dtype=dtype)  # [batch=1, n]
+        tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
+
+
+class TritonClient:
+    """A client for one server; ``url`` is ``host:port`` of the chosen protocol."""
+
+    def __init__(self, http_url: str, grpc_url: str, timeout_s: float = 120.0) -> None:
+        self.http_url = http_url.rstrip("/")
+        self.grpc_url = grpc_url
+        self.timeout_s = timeout_s
+
+    # -- generation --------------------------------------------------------------
+    def generate(self, model: str, request: GenerateRequest, protocol: str = "grpc") -> Iterator[str]:
+        """Yield text pieces: several when streaming, one otherwise."""
+        if protocol == "http":
+            yield from self._generate_http(model, request)
+        elif protocol == "grpc":
+            yield from self._generate_grpc(model, request)
+        else:
+            raise EdgectlError(f"protocol must be http or grpc, got {protocol!r}")
+
+    def _generate_http(self, model: str, request: GenerateRequest) -> Iterator[str]:
+        endpoint = "generate_stream" if request.stream else "generate"
+        url = f"{self.http_url}/v2/models/{model}/{endpoint}"
+        try:
+            with httpx.Client(timeout=self.timeout_s) as client:
+                with client.stream("POST", url, json=request.inputs()) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        raise EdgectlError(_http_error(response))
+                    if not request.stream:
+                        response.read()
+                        yield response.json()["text_output"]
+                        return
+                    for line in response.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        event = json.loads(line[5:])
+                        if "error" in event:
+                            raise EdgectlError(f"server error: {event['error']}")
+                        yield event.get("text_output", "")
+        except httpx.HTTPError as err:
+            raise EdgectlError(f"cannot reach {self.http_url}: {err}") from None
+
+    def _generate_grpc(self, model: str, request: GenerateRequest) -> Iterator[str]:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        responses: queue.Queue = queue.Queue()
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            client.start_stream(callback=lambda result, error: responses.put((result, error)))
+            client.async_stream_infer(
+                model, _grpc_inputs(request.inputs()), enable_empty_final_response=True
+            )
+            while True:
+                try:
+                    result, error = responses.get(timeout=self.timeout_s)
+                except queue.Empty:
+                    raise EdgectlError(
+                        f"no response from {model} within client.timeout_s={self.timeout_s:g}s"
+                    ) from None
+                if error is not None:
+                    raise EdgectlError(f"server error: {error.message()}")
+                message = result.get_response()
+                if message.outputs:
+                    for item in result.as_numpy("text_output").reshape(-1):
+                        yield item.decode("utf-8") if isinstance(item, bytes) else str(item)
+                final = message.parameters.get("triton_final_response")
+                if final is not None and final.bool_param:
+                    return
+        except InferenceServerException as err:
+            raise EdgectlError(f"cannot reach {self.grpc_url}: {err.message()}") from None
+        finally:
+            client.stop_stream(cancel_requests=True)
+            client.close()
+
+    # -- repository API ----------------------------------------------------------
+    def _http(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = httpx.request(method, f"{self.http_url}{path}", timeout=self.timeout_s, **kwargs)
+        except httpx.HTTPError as err:
+            raise EdgectlError(f"cannot reach {self.http_url}: {err}") from None
+        if response.status_code != 200:
+            raise EdgectlError(_http_error(response))
+        return response
+
+    def list_models(self) -> list[dict[str, str]]:
+        return self._http("POST", "/v2/repository/index", json={}).json()
+
+    def load_model(self, name: str) -> None:
+        self._http("POST", f"/v2/repository/models/{name}/load", json={})
+
+    def unload_model(self, name: str) -> None:
+        self._http(
+            "POST", f"/v2/repository/models/{name}/unload",
+            json={"parameters": {"unload_dependents": True}},
+        )  # fmt: skip
+
+    def metrics(self, metrics_url: str) -> str:
+        try:
+            return httpx.get(f"{metrics_url}/metrics", timeout=self.timeout_s).text
+        except httpx.HTTPError as err:
+            raise EdgectlError(f"cannot reach {metrics_url}: {err}") from None
+
+
+def _http_error(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("error", response.text)
+    except ValueError:
+        detail = response.text
+    return f"server error (HTTP {response.status_code}): {detail}"

@@ -1,0 +1,141 @@
+"""edgectl's configuration: one YAML file, validated, with ``--set key=value`` overrides.
+
+Unknown keys and bad values are errors that name the key (``server.http_port``),
+so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgectl.errors import EdgectlError
+
+DEFAULT_CONFIG_NAME = "edgectl.yaml"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def cache_dir() -> Path:
+    """Where built models are kept between runs (outside git)."""
+    return Path(os.environ.get("EDGECTL_CACHE", Path.home() / ".cache" / "edgectl")).expanduser()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerConfig(_Strict):
+    """The local tritonserver process."""
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(8001, ge=1, le=65535)
+    metrics_port: int = Field(8002, ge=1, le=65535)
+    workdir: Path = Path(".edgectl")
+    ready_timeout_s: float = Field(180.0, gt=0)
+    stop_grace_s: float = Field(15.0, gt=0)
+    log_verbose: int = Field(0, ge=0, le=3)
+
+
+class EngineConfig(_Strict):
+    """Limits and scheduler settings rendered into the model repository."""
+
+    max_batch_size: int = Field(64, ge=1, le=1024)
+    max_input_len: int = Field(1024, ge=1)
+    max_output_len: int = Field(512, ge=1)
+    max_num_seqs: int = Field(32, ge=1)
+    max_num_tokens: int = Field(512, ge=16)
+    kv_cache_gb: float = Field(1.0, gt=0)
+    enable_kv_cache_reuse: bool = True
+    exclude_input_in_output: bool = True
+    max_request_seconds: float = Field(600.0, gt=0)
+    pre_post_instances: int = Field(1, ge=1, le=16)
+    pre_post_queue_delay_us: int = Field(100, ge=0)
+
+
+class ModelConfig(_Strict):
+    """One served model: its ensemble name and the built artifact it serves."""
+
+    name: str = Field("ensemble", pattern=NAME_PATTERN)
+    recipe: Path = Path("build/smollm2-135m-int8.yaml")
+    engine: Literal["cpu", "trtllm"] = "cpu"
+    artifact: Path | None = None  # default: the recipe's output in the cache
+
+
+class ClientConfig(_Strict):
+    protocol: Literal["http", "grpc"] = "grpc"
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class EdgectlConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    engine: EngineConfig = EngineConfig()
+    model: ModelConfig = ModelConfig()
+    client: ClientConfig = ClientConfig()
+
+    @field_validator("server")
+    @classmethod
+    def _ports_distinct(cls, server: ServerConfig) -> ServerConfig:
+        ports = [server.http_port, server.grpc_port, server.metrics_port]
+        if len(set(ports)) != 3:
+            raise ValueError(f"http_port, grpc_port and metrics_port must differ, got {ports}")
+        return server
+
+
+def format_validation_error(err: ValidationError, what: str) -> str:
+    """One line per bad key, named by its dotted path."""
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {key}: {message}")
+    return f"invalid {what}:\n" + "\n".join(lines)
+
+
+def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """Safely load a YAML file that must hold a mapping (empty file -> {})."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgectlError(f"{what} {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise EdgectlError(f"{what} {path} is not valid YAML: {err}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise EdgectlError(f"{what} {path} must hold a mapping at the top level")
+    return loaded or {}
+
+
+def _apply_override(data: dict[str, Any], assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise EdgectlError(f"--set expects KEY=VALUE (e.g. server.http_port=9000), got {assignment!r}")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise EdgectlError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw else raw
+
+
+def load_config(path: Path | None, overrides: tuple[str, ...] = ()) -> EdgectlConfig:
+    """Read ``path`` (or ``./edgectl.yaml`` if present), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is None and Path(DEFAULT_CONFIG_NAME).is_file():
+        path = Path(DEFAULT_CONFIG_NAME)
+    if path is not None:
+        source = str(path)
+        data = load_yaml_mapping(path, "config file")
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    if overrides:
+        source += " + --set overrides"
+    try:
+        return EdgectlConfig.model_validate(data)
+    except ValidationError as err:
+        raise EdgectlError(format_validation_error(err, f"configuration in {source}")) from None

@@ -1,0 +1,70 @@
+"""Builds the continuous-batching engine on OpenVINO GenAI (imported lazily: it is heavy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from edgectl.serving.detokenize import AnchoredDecoder, find_anchor_id
+from edgectl.serving.engine import ContinuousBatchingEngine, EngineLimits, EngineStats
+
+
+@dataclass
+class SchedulerSettings:
+    """OpenVINO GenAI ``SchedulerConfig`` knobs exposed through the model config."""
+
+    max_num_seqs: int = 16
+    max_num_batched_tokens: int = 512
+    kv_cache_gb: float = 1.0
+    enable_prefix_caching: bool = True
+    dynamic_split_fuse: bool = True
+    inference_precision: str = "f32"
+
+
+def load_tokenizer(model_dir: Path):
+    """The HF fast tokenizer saved beside the OpenVINO model (``tokenizers`` only: light)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+
+
+def anchored_decoder(model_dir: Path) -> AnchoredDecoder:
+    tokenizer = load_tokenizer(model_dir)
+    anchor = find_anchor_id(lambda text: tokenizer.encode(text, add_special_tokens=False).ids)
+    return AnchoredDecoder(tokenizer, anchor)
+
+
+def build_engine(
+    model_dir: Path,
+    limits: EngineLimits,
+    default_end_id: int,
+    settings: SchedulerSettings,
+    stats_hook: Callable[[EngineStats], None] | None = None,
+) -> ContinuousBatchingEngine:
+    """Load the OpenVINO model in ``model_dir`` and wrap it in the engine loop (not started)."""
+    import numpy as np
+    import openvino as ov
+    import openvino_genai as og
+
+    scheduler = og.SchedulerConfig()
+    scheduler.max_num_seqs = settings.max_num_seqs
+    scheduler.max_num_batched_tokens = settings.max_num_batched_tokens
+    scheduler.cache_size = max(1, int(round(settings.kv_cache_gb)))
+    scheduler.enable_prefix_caching = settings.enable_prefix_caching
+    scheduler.dynamic_split_fuse = settings.dynamic_split_fuse
+    pipeline = og.ContinuousBatchingPipeline(
+        str(model_dir),
+        scheduler,
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": settings.inference_precision},
+    )
+    return ContinuousBatchingEngine(
+        pipeline,
+        anchored_decoder(model_dir),
+        limits,
+        default_end_id=default_end_id,
+        generation_config_factory=og.GenerationConfig,
+        tensor_factory=lambda ids: ov.Tensor(np.asarray([ids], dtype=np.int64)),
+        stats_hook=stats_hook,
+    )
