@@ -12,10 +12,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 from edgectl.checkpoint import embedded_gguf_path, hf_checkpoint_from_gguf
 from edgectl.config import cache_dir
@@ -113,12 +113,18 @@ def _serving_ids(checkpoint: Path) -> dict[str, int]:
     end_id = end_id[0] if isinstance(end_id, list) else end_id
     pad_id = config.get("pad_token_id")
     if end_id is None:
-        raise EdgectlError(f"{checkpoint}/config.json has no eos_token_id; set eos_token in the recipe")
+        raise EdgectlError(
+            f"{checkpoint}/config.json has no eos_token_id; set eos_token in the recipe"
+        )
     return {"end_id": int(end_id), "pad_id": int(end_id if pad_id is None else pad_id)}
 
 
-def build(recipe: Recipe, out: Path | None = None, force: bool = False,
-          progress: Progress = lambda message: None) -> BuildResult:
+def build(
+    recipe: Recipe,
+    out: Path | None = None,
+    force: bool = False,
+    progress: Progress = lambda message: None,
+) -> BuildResult:
     """Build the recipe's CPU artifact (reused when already built from the same recipe)."""
     target = artifact_dir(recipe, out)
     if target.is_dir() and not force:
@@ -135,7 +141,8 @@ def build(recipe: Recipe, out: Path | None = None, force: bool = False,
         progress("hashing artifacts and writing the manifest")
         files = {
             p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(partial.iterdir()) if p.is_file() and p.name != "build.log"
+            for p in sorted(partial.iterdir())
+            if p.is_file() and p.name != "build.log"
         }
         weights = sorted(checkpoint.glob("*.safetensors"))
         manifest = {

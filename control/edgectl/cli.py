@@ -73,8 +73,11 @@ def cli(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...]
 
 @cli.command()
 @click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
-              help="Parent directory for the artifact (default: the edgectl cache).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Parent directory for the artifact (default: the edgectl cache).",
+)
 @click.option("--force", is_flag=True, help="Rebuild even if the same recipe was built before.")
 def build(recipe: Path, out: Path | None, force: bool) -> None:
     """Build RECIPE (a build/*.yaml file) into a servable artifact.
@@ -94,8 +97,13 @@ def build(recipe: Path, out: Path | None, force: bool) -> None:
 
 
 @cli.command()
-@click.option("--local", "local", is_flag=True, default=True,
-              help="Start a local tritonserver (the only target so far).")
+@click.option(
+    "--local",
+    "local",
+    is_flag=True,
+    default=True,
+    help="Start a local tritonserver (the only target so far).",
+)
 @pass_context
 def deploy(ctx: _Context, local: bool) -> None:
     """Render the model repository and start tritonserver; wait until models are ready.
@@ -162,8 +170,10 @@ def models_list(ctx: _Context) -> None:
     """List every model in the repository with its state."""
     for model in ctx.client().list_models():
         version = model.get("version", "-")
-        click.echo(f"{model['name']}\t{version}\t{model.get('state', 'UNAVAILABLE')}\t"
-                   f"{model.get('reason', '')}")
+        click.echo(
+            f"{model['name']}\t{version}\t{model.get('state', 'UNAVAILABLE')}\t"
+            f"{model.get('reason', '')}"
+        )
 
 
 @models.command("load")
@@ -187,8 +197,11 @@ def models_unload(ctx: _Context, name: str) -> None:
 @cli.command()
 @click.argument("prompt")
 @click.option("--model", help="Ensemble to call (default: model.name from the config).")
-@click.option("--protocol", type=click.Choice(["http", "grpc"]),
-              help="Transport (default: client.protocol, grpc).")
+@click.option(
+    "--protocol",
+    type=click.Choice(["http", "grpc"]),
+    help="Transport (default: client.protocol, grpc).",
+)
 @click.option("--stream/--no-stream", default=False, help="Print text as it is generated.")
 @click.option("--max-tokens", type=int, default=64, show_default=True)
 @click.option("--temperature", type=float, help="0 = greedy; > 0 samples.")
@@ -198,10 +211,20 @@ def models_unload(ctx: _Context, name: str) -> None:
 @click.option("--stop", "stop_words", multiple=True, help="Stop word (repeatable).")
 @click.option("--raw", is_flag=True, help="Send PROMPT as is, without the chat template.")
 @pass_context
-def generate(ctx: _Context, prompt: str, model: str | None, protocol: str | None, stream: bool,
-             max_tokens: int, temperature: float | None, top_k: int | None,
-             top_p: float | None, seed: int | None, stop_words: tuple[str, ...],
-             raw: bool) -> None:
+def generate(
+    ctx: _Context,
+    prompt: str,
+    model: str | None,
+    protocol: str | None,
+    stream: bool,
+    max_tokens: int,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None,
+    stop_words: tuple[str, ...],
+    raw: bool,
+) -> None:
     """Generate a completion for PROMPT through the ensemble."""
     from edgectl.client import GenerateRequest
 
@@ -220,8 +243,11 @@ def generate(ctx: _Context, prompt: str, model: str | None, protocol: str | None
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
-              help="Where to write it (default: <server.workdir>/model_repository).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to write it (default: <server.workdir>/model_repository).",
+)
 @pass_context
 def render(ctx: _Context, out: Path | None) -> None:
     """Render the Triton model repository for the configured model without starting it."""

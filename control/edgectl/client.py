@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import queue
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -29,6 +30,7 @@ class GenerateRequest:
     top_p: float | None = None
     random_seed: int | None = None
     stop_words: list[str] = field(default_factory=list)
+    end_id: int | None = None
     apply_chat_template: bool = False
     exclude_input_in_output: bool | None = None
 
@@ -45,6 +47,7 @@ class GenerateRequest:
             "top_k": self.top_k,
             "top_p": self.top_p,
             "random_seed": self.random_seed,
+            "end_id": self.end_id,
             "exclude_input_in_output": self.exclude_input_in_output,
         }
         values.update({k: v for k, v in optional.items() if v is not None})
@@ -57,6 +60,7 @@ _GRPC_TYPES = {
     "text_input": ("BYTES", object),
     "stop_words": ("BYTES", object),
     "max_tokens": ("INT32", np.int32),
+    "end_id": ("INT32", np.int32),
     "top_k": ("INT32", np.int32),
     "top_p": ("FP32", np.float32),
     "temperature": ("FP32", np.float32),
@@ -92,7 +96,9 @@ class TritonClient:
         self.timeout_s = timeout_s
 
     # -- generation --------------------------------------------------------------
-    def generate(self, model: str, request: GenerateRequest, protocol: str = "grpc") -> Iterator[str]:
+    def generate(
+        self, model: str, request: GenerateRequest, protocol: str = "grpc"
+    ) -> Iterator[str]:
         """Yield text pieces: several when streaming, one otherwise."""
         if protocol == "http":
             yield from self._generate_http(model, request)
@@ -160,7 +166,9 @@ class TritonClient:
     # -- repository API ----------------------------------------------------------
     def _http(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
-            response = httpx.request(method, f"{self.http_url}{path}", timeout=self.timeout_s, **kwargs)
+            response = httpx.request(
+                method, f"{self.http_url}{path}", timeout=self.timeout_s, **kwargs
+            )
         except httpx.HTTPError as err:
             raise EdgectlError(f"cannot reach {self.http_url}: {err}") from None
         if response.status_code != 200:

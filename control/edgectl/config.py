@@ -112,7 +112,9 @@ def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
 def _apply_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
-        raise EdgectlError(f"--set expects KEY=VALUE (e.g. server.http_port=9000), got {assignment!r}")
+        raise EdgectlError(
+            f"--set expects KEY=VALUE (e.g. server.http_port=9000), got {assignment!r}"
+        )
     node = data
     parts = key.split(".")
     for part in parts[:-1]:

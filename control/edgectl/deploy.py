@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from edgectl.builder import artifact_dir, read_manifest
 from edgectl.config import EdgectlConfig
@@ -22,7 +22,8 @@ def served_model(config: EdgectlConfig) -> ServedModel:
     artifact = Path(artifact).expanduser().resolve()
     if not artifact.is_dir():
         raise EdgectlError(
-            f"model.artifact {artifact} does not exist; build it with `edgectl build {model.recipe}`"
+            f"model.artifact {artifact} does not exist; "
+            f"build it with `edgectl build {model.recipe}`"
         )
     serving = read_manifest(artifact)["serving"]
     return ServedModel(

@@ -53,9 +53,12 @@ def parse_model_config(text: str, source: str):
         raise EdgectlError(f"{source} is not a valid Triton model config: {err}") from None
 
 
-def template_values(model: ServedModel, engine: EngineConfig) -> dict[str, str]:
+def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> dict[str, str]:
     def flag(value: bool) -> str:
         return "true" if value else "false"
+
+    # Only the CPU engine step emits request_key (client cancellation, see cancel_board).
+    forwards_cancel = model.engine == "cpu"
 
     max_seq = engine.max_input_len + engine.max_output_len
     return {
@@ -65,6 +68,13 @@ def template_values(model: ServedModel, engine: EngineConfig) -> dict[str, str]:
         "tokenizer_dir": str(model.tokenizer_dir),
         "end_id": str(model.end_id),
         "pad_id": str(model.pad_id),
+        "cancel_dir": str(run_dir / "cancel" / model.name) if forwards_cancel else "",
+        "engine_cancel_output": (
+            'output_map { key: "request_key" value: "_REQUEST_KEY" }' if forwards_cancel else ""
+        ),
+        "postprocessing_cancel_input": (
+            'input_map { key: "REQUEST_KEY" value: "_REQUEST_KEY" }' if forwards_cancel else ""
+        ),
         "max_batch_size": str(engine.max_batch_size),
         "max_input_len": str(engine.max_input_len),
         "max_output_len": str(engine.max_output_len),
@@ -94,12 +104,18 @@ def _render_one(template_dir: Path, out_dir: Path, values: dict[str, str]) -> No
         raise EdgectlError(f"{template_dir}/config.pbtxt uses unknown placeholder {err}") from None
     parsed = parse_model_config(text, str(config_path))
     if parsed.name != out_dir.name:
-        raise EdgectlError(f"{config_path}: name {parsed.name!r} must equal its folder {out_dir.name!r}")
+        raise EdgectlError(
+            f"{config_path}: name {parsed.name!r} must equal its folder {out_dir.name!r}"
+        )
     config_path.write_text(text, encoding="utf-8")
 
 
 def render_repository(models: list[ServedModel], engine: EngineConfig, out: Path) -> Path:
-    """Render every model's ensemble and steps into ``out`` (replaced atomically)."""
+    """Render every model's ensemble and steps into ``out`` (replaced atomically).
+
+    Run-time scratch (the cancellation board) goes beside ``out`` in ``run/``,
+    since a deployed repository may be read-only.
+    """
     if not models:
         raise EdgectlError("nothing to render: no models configured")
     partial = out.with_name(out.name + ".partial")
@@ -109,7 +125,7 @@ def render_repository(models: list[ServedModel], engine: EngineConfig, out: Path
         for model in models:
             if model.engine not in ENGINE_TEMPLATES:
                 raise EdgectlError(f"model.engine must be one of {sorted(ENGINE_TEMPLATES)}")
-            values = template_values(model, engine)
+            values = template_values(model, engine, out.resolve().parent / "run")
             names = model.step_names
             for template, name_key in (
                 ("preprocessing", "preprocessing_name"),

@@ -56,7 +56,9 @@ class ServerState:
 def pytriton_root() -> Path:
     spec = import_util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise EdgectlError("tritonserver not found: install nvidia-pytriton==0.7.0 (make demo does)")
+        raise EdgectlError(
+            "tritonserver not found: install nvidia-pytriton==0.7.0 (make demo does)"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -124,7 +126,9 @@ class LocalTriton:
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not stub.is_file():
-            raise EdgectlError(f"no Triton Python stub for Python {version} in {stub.parent.parent}")
+            raise EdgectlError(
+                f"no Triton Python stub for Python {version} in {stub.parent.parent}"
+            )
         python_dir = self.backend_dir / "python"
         python_dir.mkdir(parents=True, exist_ok=True)
         for source in (
@@ -142,7 +146,12 @@ class LocalTriton:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         lib_dirs = [str(pytriton_root().parent / "nvidia_pytriton.libs")]
         libdir = sysconfig.get_config_var("LIBDIR")
-        if libdir and Path(libdir, f"libpython{sys.version_info.major}.{sys.version_info.minor}.so").exists():
+        if (
+            libdir
+            and Path(
+                libdir, f"libpython{sys.version_info.major}.{sys.version_info.minor}.so"
+            ).exists()
+        ):
             lib_dirs.insert(0, libdir)  # the stub must embed this interpreter's libpython
         if env.get("LD_LIBRARY_PATH"):
             lib_dirs.append(env["LD_LIBRARY_PATH"])
@@ -181,7 +190,9 @@ class LocalTriton:
             pass
         return None
 
-    def start(self, repository: Path, models: list[str], progress=lambda message: None) -> ServerState:
+    def start(
+        self, repository: Path, models: list[str], progress=lambda message: None
+    ) -> ServerState:
         c = self.config
         current = self.running()
         if current is not None:
@@ -190,8 +201,11 @@ class LocalTriton:
                 "run `edgectl stop` first"
             )
         self._cleanup(None)  # stale state from a crash
-        for name, port in (("http_port", c.http_port), ("grpc_port", c.grpc_port),
-                           ("metrics_port", c.metrics_port)):
+        for name, port in (
+            ("http_port", c.http_port),
+            ("grpc_port", c.grpc_port),
+            ("metrics_port", c.metrics_port),
+        ):
             if port_in_use(c.host, port):
                 raise EdgectlError(
                     f"server.{name}={port} is already in use on {c.host}; "

@@ -7,8 +7,8 @@ for a TensorRT-LLM ensemble works unchanged against ours.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

@@ -13,7 +13,8 @@ Two rules keep streamed text identical to the non-streamed text:
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 REPLACEMENT_CHAR = "\ufffd"
 

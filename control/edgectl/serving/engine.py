@@ -14,9 +14,11 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
+from edgectl.serving.cancel_board import CancelBoard
 from edgectl.serving.contract import InvalidRequest, SamplingParams
 from edgectl.serving.detokenize import AnchoredDecoder, StreamHoldback
 
@@ -24,9 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class ResponseSink(Protocol):
-    """Where one request's output goes (Triton's response sender in production)."""
+    """Where one request's output goes (Triton's response sender in production).
 
-    def send(self, ids: list[int], final: bool) -> None: ...
+    ``key`` identifies the request to later steps (see cancel_board).
+    """
+
+    def send(self, ids: list[int], final: bool, key: int) -> None: ...
 
     def fail(self, message: str) -> None: ...
 
@@ -72,6 +77,7 @@ class EngineStats:
 class _Active:
     request: EngineRequest
     handle: Any
+    key: int
     holdback: StreamHoldback
     end_id: int
     deadline: float
@@ -92,6 +98,7 @@ class ContinuousBatchingEngine:
         generation_config_factory: Callable[[], Any],
         tensor_factory: Callable[[list[int]], Any],
         stats_hook: Callable[[EngineStats], None] | None = None,
+        cancel_board: CancelBoard | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pipe = pipeline
@@ -101,6 +108,7 @@ class ContinuousBatchingEngine:
         self._new_config = generation_config_factory
         self._to_tensor = tensor_factory
         self._stats_hook = stats_hook
+        self._cancel_board = cancel_board
         self._clock = clock
         self._incoming: queue.Queue[EngineRequest] = queue.Queue()
         self._active: list[_Active] = []
@@ -168,6 +176,7 @@ class ContinuousBatchingEngine:
             _Active(
                 request=request,
                 handle=handle,
+                key=secrets.randbits(63),
                 holdback=StreamHoldback(self._decoder, request.params.stop_words),
                 end_id=end_id,
                 deadline=self._clock() + self._limits.max_request_seconds,
@@ -212,11 +221,12 @@ class ContinuousBatchingEngine:
         stats.peak_scheduled = max(stats.peak_scheduled, scheduled)
         stats.kv_cache_usage = float(getattr(metrics, "cache_usage", 0.0))
         check_cancel = stats.steps % self._limits.cancel_check_steps == 0
+        posted = self._posted_cancellations() if check_cancel else set()
         now = self._clock()
         for item in self._active:
             self._drain(item)
             if not item.done:
-                self._enforce_lifetime(item, now, check_cancel)
+                self._enforce_lifetime(item, now, check_cancel, item.key in posted)
         self._active = [item for item in self._active if not item.done]
         stats.active = len(self._active)
         self._publish_stats()
@@ -252,22 +262,29 @@ class ContinuousBatchingEngine:
             pending = item.generated[item.sent :]
             count = item.holdback.releasable(pending, final)
             if count or final:
-                item.request.sink.send(pending[:count], final)
+                item.request.sink.send(pending[:count], final, item.key)
                 item.sent += count
         elif final:
             prefix = [] if params.exclude_input_in_output else list(item.request.prompt_ids)
-            item.request.sink.send(prefix + item.generated, True)
+            item.request.sink.send(prefix + item.generated, True, item.key)
         if final:
             item.done = True
             self.stats.requests_finished += 1
 
-    def _enforce_lifetime(self, item: _Active, now: float, check_cancel: bool) -> None:
+    def _posted_cancellations(self) -> set[int]:
+        if self._cancel_board is None:
+            return set()
+        return self._cancel_board.take({item.key for item in self._active})
+
+    def _enforce_lifetime(
+        self, item: _Active, now: float, check_cancel: bool, posted: bool
+    ) -> None:
         if now > item.deadline:
             self._abort(
                 item,
                 f"request exceeded max_request_seconds={self._limits.max_request_seconds:g}",
             )
-        elif check_cancel and item.request.sink.cancelled():
+        elif posted or (check_cancel and item.request.sink.cancelled()):
             self._abort(item, "request cancelled by the client")
             self.stats.requests_cancelled += 1
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from edgectl.serving.cancel_board import CancelBoard
 from edgectl.serving.detokenize import AnchoredDecoder, find_anchor_id
 from edgectl.serving.engine import ContinuousBatchingEngine, EngineLimits, EngineStats
 
@@ -41,6 +42,7 @@ def build_engine(
     default_end_id: int,
     settings: SchedulerSettings,
     stats_hook: Callable[[EngineStats], None] | None = None,
+    cancel_board: CancelBoard | None = None,
 ) -> ContinuousBatchingEngine:
     """Load the OpenVINO model in ``model_dir`` and wrap it in the engine loop (not started)."""
     import numpy as np
@@ -67,4 +69,5 @@ def build_engine(
         generation_config_factory=og.GenerationConfig,
         tensor_factory=lambda ids: ov.Tensor(np.asarray([ids], dtype=np.int64)),
         stats_hook=stats_hook,
+        cancel_board=cancel_board,
     )

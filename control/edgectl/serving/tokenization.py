@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,8 @@ class Preprocessor:
         ids = self.encode_prompt(text, apply_chat_template)
         if len(ids) > limits.max_input_len:
             raise InvalidRequest(
-                f"text_input is {len(ids)} tokens; the limit is max_input_len={limits.max_input_len}"
+                f"text_input is {len(ids)} tokens; "
+                f"the limit is max_input_len={limits.max_input_len}"
             )
         return {
             "INPUT_ID": np.asarray(ids, dtype=np.int32),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from edgectl.serving.cancel_board import CancelBoard
 from edgectl.serving.contract import InvalidRequest, SamplingParams, decode_word_lists
 from edgectl.serving.engine import EngineLimits, EngineRequest
 from edgectl.serving.openvino_backend import SchedulerSettings, build_engine
@@ -30,13 +31,14 @@ class _SenderSink:
     def __init__(self, sender):
         self._sender = sender
 
-    def send(self, ids, final):
+    def send(self, ids, final, key):
         output = np.asarray(ids, dtype=np.int32).reshape(1, 1, -1)
         length = np.asarray([[len(ids)]], dtype=np.int32)
         response = pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor("output_ids", output),
                 pb_utils.Tensor("sequence_length", length),
+                pb_utils.Tensor("request_key", np.asarray([[key]], dtype=np.uint64)),
             ]
         )
         self._sender.send(response, flags=FINAL if final else 0)
@@ -69,8 +71,10 @@ class _Metrics:
     def __init__(self, model_name):
         labels = {"model": model_name}
         self._metrics = {}
-        for kind, table in ((pb_utils.MetricFamily.COUNTER, self.COUNTERS),
-                            (pb_utils.MetricFamily.GAUGE, self.GAUGES)):
+        for kind, table in (
+            (pb_utils.MetricFamily.COUNTER, self.COUNTERS),
+            (pb_utils.MetricFamily.GAUGE, self.GAUGES),
+        ):
             for key, description in table.items():
                 suffix = "_total" if kind == pb_utils.MetricFamily.COUNTER else ""
                 family = pb_utils.MetricFamily(
@@ -115,6 +119,7 @@ class TritonPythonModel:
             default_end_id=int(params["end_id"]),
             settings=settings,
             stats_hook=self.metrics.publish,
+            cancel_board=CancelBoard(Path(params["cancel_dir"])),
         )
         self.engine.start()
 

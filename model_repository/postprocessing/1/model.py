@@ -5,25 +5,45 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from edgectl.serving.cancel_board import CancelBoard
 from edgectl.serving.openvino_backend import anchored_decoder
 from edgectl.serving.triton_io import model_parameters
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.decoder = anchored_decoder(Path(model_parameters(args)["tokenizer_dir"]))
+        params = model_parameters(args)
+        self.decoder = anchored_decoder(Path(params["tokenizer_dir"]))
+        self.cancel_board = (
+            CancelBoard(Path(params["cancel_dir"])) if params["cancel_dir"] else None
+        )
+
+    def _forward_cancellation(self, request):
+        """The client is gone: tell the engine step (which cannot see it) to stop."""
+        key = pb_utils.get_input_tensor_by_name(request, "REQUEST_KEY")
+        if key is not None and self.cancel_board is not None:
+            self.cancel_board.post(int(key.as_numpy().reshape(-1)[0]))
+        error = pb_utils.TritonError("request cancelled", pb_utils.TritonError.CANCELLED)
+        return pb_utils.InferenceResponse(error=error)
 
     def _decode(self, request):
         tokens = pb_utils.get_input_tensor_by_name(request, "TOKENS_BATCH").as_numpy()
         lengths = pb_utils.get_input_tensor_by_name(request, "SEQUENCE_LENGTH").as_numpy()
         # tokens: [batch, beam, seq]; lengths: [batch, beam]
-        texts = [
-            [self.decoder.decode(beam[: int(n)]).encode("utf-8") for beam, n in zip(row, row_len)]
-            for row, row_len in zip(tokens, lengths)
-        ]
+        texts = []
+        for row, row_lengths in zip(tokens, lengths, strict=True):
+            texts.append(
+                [
+                    self.decoder.decode(beam[: int(n)]).encode("utf-8")
+                    for beam, n in zip(row, row_lengths, strict=True)
+                ]
+            )
         # text_output is [batch, beam] ([-1] per request), as in NVIDIA's postprocessing.
         output = np.array(texts, dtype=object).reshape(len(texts), -1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", output)])
 
     def execute(self, requests):
-        return [self._decode(request) for request in requests]
+        return [
+            self._forward_cancellation(request) if request.is_cancelled() else self._decode(request)
+            for request in requests
+        ]

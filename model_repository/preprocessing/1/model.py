@@ -6,7 +6,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from edgectl.serving.contract import InvalidRequest
-from edgectl.serving.tokenization import Preprocessor, PreprocessLimits
+from edgectl.serving.tokenization import PreprocessLimits, Preprocessor
 from edgectl.serving.triton_io import model_parameters, scalar, strings
 
 

@@ -1,0 +1,96 @@
+"""One real tritonserver per test session, on free loopback ports, serving the embedded model.
+
+The model is built once into the edgectl cache (``EDGECTL_CACHE`` or
+``~/.cache/edgectl``) and reused by later runs and by ``make demo``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgectl.builder import build
+from edgectl.client import TritonClient
+from edgectl.config import EdgectlConfig
+from edgectl.deploy import deploy_local
+from edgectl.recipe import load_recipe
+from edgectl.server import LocalTriton, ServerState
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RECIPE = REPO_ROOT / "build" / "smollm2-135m-int8.yaml"
+MAX_INPUT_LEN = 256
+MAX_OUTPUT_LEN = 256
+UNUSED_END_ID = 49151  # a vocabulary id the model never emits: generation runs to max_tokens
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def server_config(workdir: Path, artifact: Path, **engine: object) -> EdgectlConfig:
+    http, grpc, metrics = free_ports(3)
+    return EdgectlConfig.model_validate(
+        {
+            "server": {
+                "workdir": str(workdir),
+                "http_port": http,
+                "grpc_port": grpc,
+                "metrics_port": metrics,
+                "ready_timeout_s": 120,
+                "stop_grace_s": 10,
+            },
+            "engine": {
+                "max_input_len": MAX_INPUT_LEN,
+                "max_output_len": MAX_OUTPUT_LEN,
+                **engine,
+            },
+            "model": {"artifact": str(artifact)},
+        }
+    )
+
+
+@dataclass
+class LiveServer:
+    config: EdgectlConfig
+    state: ServerState
+
+    @property
+    def client(self) -> TritonClient:
+        return TritonClient(self.state.http_url, self.state.grpc_url, timeout_s=60)
+
+    def metric(self, name: str, model: str = "tensorrt_llm") -> float:
+        """One sample from Triton's /metrics endpoint (engine metrics carry a model label)."""
+        url = f"http://{self.state.host}:{self.state.metrics_port}/metrics"
+        for line in httpx.get(url, timeout=10).text.splitlines():
+            if line.startswith(f'{name}{{model="{model}"}}'):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"metric {name} for {model} not exported")
+
+
+@pytest.fixture(scope="session")
+def built_artifact() -> Path:
+    return build(load_recipe(RECIPE)).artifact
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    built_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    config = server_config(tmp_path_factory.mktemp("triton"), built_artifact)
+    state = deploy_local(config, progress=lambda message: None)
+    try:
+        yield LiveServer(config, state)
+    finally:
+        LocalTriton(config.server).stop()
