@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,11 +182,23 @@ class TritonClient:
     def load_model(self, name: str) -> None:
         self._http("POST", f"/v2/repository/models/{name}/load", json={})
 
-    def unload_model(self, name: str) -> None:
+    def unload_model(self, name: str, wait: bool = True) -> None:
+        """Unload ``name`` and the models only it uses; wait until they are really gone.
+
+        Triton answers the unload call at once and unloads in the background, so
+        ``wait`` polls the repository index until no model is left UNLOADING.
+        """
         self._http(
             "POST", f"/v2/repository/models/{name}/unload",
             json={"parameters": {"unload_dependents": True}},
         )  # fmt: skip
+        if not wait:
+            return
+        deadline = time.monotonic() + self.timeout_s
+        while any(m.get("state") == "UNLOADING" for m in self.list_models()):
+            if time.monotonic() > deadline:
+                raise EdgectlError(f"{name} still unloading after {self.timeout_s:g}s")
+            time.sleep(0.1)
 
     def metrics(self, metrics_url: str) -> str:
         try:
