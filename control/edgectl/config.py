@@ -25,7 +25,8 @@ def cache_dir() -> Path:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # --set values are parsed as YAML, so "name=2024" arrives as a number.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class ServerConfig(_Strict):

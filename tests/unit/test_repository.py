@@ -14,14 +14,7 @@ from edgectl.repository import ServedModel, _render_one, parse_model_config, ren
 ENGINE = EngineConfig(max_batch_size=8, max_input_len=256, max_output_len=128)
 PLAIN_NAMES = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble")
 
-TRTLLM_COMMENT_BUG = pytest.mark.xfail(
-    reason="BUG: model_repository/tensorrt_llm/config.pbtxt:2-3 names ${engine_io} and "
-    "${engine_dir} inside a comment; string.Template substitutes them, so the multi-line "
-    "engine_io text escapes the comment and the rendered config does not parse",
-    raises=EdgectlError,
-    strict=True,
-)
-ENGINES = ["cpu", pytest.param("trtllm", marks=TRTLLM_COMMENT_BUG)]
+ENGINES = ["cpu", "trtllm"]
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -65,14 +58,17 @@ def type_name(data_type: int) -> str:
     return mc.DataType.Name(data_type)
 
 
+def dims_compatible(a, b) -> bool:
+    """Same rank, and every dimension equal or variable (-1)."""
+    return len(a) == len(b) and all(x == y or -1 in (x, y) for x, y in zip(a, b, strict=True))
+
+
 def wiring_problems(configs: dict[str, mc.ModelConfig], ensemble_name: str) -> list[str]:
     """Everything wrong with how the ensemble's steps connect; empty when the wiring holds."""
     ensemble = configs[ensemble_name]
     problems: list[str] = []
-    # tensor name -> (data type, optional, who provides it)
-    tensors = {
-        name: (t.data_type, t.optional, "ensemble input") for name, t in inputs(ensemble).items()
-    }
+    # tensor name -> (its declaration, optional, who provides it)
+    tensors = {name: (t, t.optional, "ensemble input") for name, t in inputs(ensemble).items()}
     consumed: set[str] = set()
     steps = ensemble.ensemble_scheduling.step
     for step in steps:  # first collect what every step produces
@@ -86,7 +82,7 @@ def wiring_problems(configs: dict[str, mc.ModelConfig], ensemble_name: str) -> l
             elif tensor in tensors:
                 problems.append(f"{tensor} is produced twice")
             else:
-                tensors[tensor] = (outputs(model)[key].data_type, False, step.model_name)
+                tensors[tensor] = (outputs(model)[key], False, step.model_name)
     for step in steps:
         model = configs.get(step.model_name)
         if model is None:
@@ -99,12 +95,17 @@ def wiring_problems(configs: dict[str, mc.ModelConfig], ensemble_name: str) -> l
             elif tensor not in tensors:
                 problems.append(f"{step.model_name}.{key} reads {tensor!r}, which nothing provides")
             else:
-                data_type, optional, source = tensors[tensor]
-                expected = model_inputs[key].data_type
-                if data_type != expected:
+                provided, optional, source = tensors[tensor]
+                expected = model_inputs[key]
+                if provided.data_type != expected.data_type:
                     problems.append(
-                        f"{step.model_name}.{key} is {type_name(expected)} but {tensor} "
-                        f"({source}) is {type_name(data_type)}"
+                        f"{step.model_name}.{key} is {type_name(expected.data_type)} but {tensor} "
+                        f"({source}) is {type_name(provided.data_type)}"
+                    )
+                if not dims_compatible(provided.dims, expected.dims):
+                    problems.append(
+                        f"{step.model_name}.{key} has dims {list(expected.dims)} but {tensor} "
+                        f"({source}) has {list(provided.dims)}"
                     )
                 if optional and not model_inputs[key].optional:
                     problems.append(f"required {step.model_name}.{key} fed by optional {tensor}")
@@ -114,7 +115,7 @@ def wiring_problems(configs: dict[str, mc.ModelConfig], ensemble_name: str) -> l
     for name, tensor in outputs(ensemble).items():
         if name not in tensors or tensors[name][2] == "ensemble input":
             problems.append(f"ensemble output {name!r} is produced by no step")
-        elif tensors[name][0] != tensor.data_type:
+        elif tensors[name][0].data_type != tensor.data_type:
             problems.append(f"ensemble output {name!r} has the wrong type")
     problems.extend(
         f"ensemble input {name!r} is never used"
@@ -157,12 +158,20 @@ def test_ensemble_wiring_is_consistent(tmp_path, engine, name):
     assert "text_output" in outputs(ensemble)
 
 
-def test_wiring_check_catches_a_type_mismatch(tmp_path):
+def test_wiring_check_catches_mismatches(tmp_path):
     configs = load_configs(render(tmp_path, served("cpu")))
     inputs(configs["tensorrt_llm"])["input_ids"].data_type = mc.TYPE_INT64
-    assert wiring_problems(configs, "ensemble") == [
-        "tensorrt_llm.input_ids is TYPE_INT64 but _INPUT_ID (preprocessing) is TYPE_INT32"
-    ]
+    inputs(configs["postprocessing"])["SEQUENCE_LENGTH"].dims.append(4)
+    outputs(configs["preprocessing"])["OUT_PAD_ID"].name = "OUT_PAD"
+    assert sorted(wiring_problems(configs, "ensemble")) == sorted(
+        [
+            "preprocessing has no output 'OUT_PAD_ID'",
+            "tensorrt_llm.input_ids is TYPE_INT64 but _INPUT_ID (preprocessing) is TYPE_INT32",
+            "tensorrt_llm.pad_id reads '_PREPROCESSOR_PAD_ID', which nothing provides",
+            "postprocessing.SEQUENCE_LENGTH has dims [-1, 4] but _SEQUENCE_LENGTH (tensorrt_llm) "
+            "has [-1]",
+        ]
+    )
 
 
 def test_cpu_engine_step_is_a_decoupled_python_model(tmp_path):
@@ -183,7 +192,6 @@ def test_cpu_engine_step_is_a_decoupled_python_model(tmp_path):
     assert "request_key" in outputs(step)
 
 
-@TRTLLM_COMMENT_BUG
 def test_trtllm_engine_step_uses_inflight_fused_batching(tmp_path):
     step = load_configs(render(tmp_path, served("trtllm")))["tensorrt_llm"]
     assert step.backend == "tensorrtllm"

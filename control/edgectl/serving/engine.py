@@ -129,6 +129,8 @@ class ContinuousBatchingEngine:
             request.sink.fail("the engine is shutting down")
             return
         self._incoming.put(request)
+        if self._stopping.is_set() and not self._thread.is_alive():
+            self._drain_incoming("the engine is shutting down")  # raced with shutdown
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self._stopping.set()
@@ -167,8 +169,11 @@ class ContinuousBatchingEngine:
                 self._next_id, self._to_tensor(request.prompt_ids), config
             )
         except InvalidRequest as err:
-            self.stats.requests_failed += 1
-            request.sink.fail(str(err))
+            self._refuse(request, str(err))
+            return
+        except Exception:  # the pipeline refused it (allocation, ...): fail this one only
+            log.exception("could not add a request to the pipeline")
+            self._refuse(request, "internal engine error while admitting the request")
             return
         self._next_id += 1
         self.stats.requests_added += 1
@@ -182,6 +187,13 @@ class ContinuousBatchingEngine:
                 deadline=self._clock() + self._limits.max_request_seconds,
             )
         )
+
+    def _refuse(self, request: EngineRequest, message: str) -> None:
+        self.stats.requests_failed += 1
+        try:
+            request.sink.fail(message)
+        except Exception:  # the client may be gone already
+            log.debug("could not deliver %r", message, exc_info=True)
 
     def _generation_config(self, request: EngineRequest) -> tuple[Any, int]:
         params = request.params
@@ -258,15 +270,22 @@ class ContinuousBatchingEngine:
 
     def _emit(self, item: _Active, final: bool) -> None:
         params = item.request.params
-        if params.streaming:
-            pending = item.generated[item.sent :]
-            count = item.holdback.releasable(pending, final)
-            if count or final:
-                item.request.sink.send(pending[:count], final, item.key)
-                item.sent += count
-        elif final:
-            prefix = [] if params.exclude_input_in_output else list(item.request.prompt_ids)
-            item.request.sink.send(prefix + item.generated, True, item.key)
+        try:
+            if params.streaming:
+                pending = item.generated[item.sent :]
+                count = item.holdback.releasable(pending, final)
+                if count or final:
+                    item.request.sink.send(pending[:count], final, item.key)
+                    item.sent += count
+            elif final:
+                prefix = [] if params.exclude_input_in_output else list(item.request.prompt_ids)
+                item.request.sink.send(prefix + item.generated, True, item.key)
+        except Exception:  # this client's sender broke: drop it, keep the others running
+            log.warning("could not send a response; cancelling that request", exc_info=True)
+            item.handle.cancel()
+            item.done = True
+            self.stats.requests_failed += 1
+            return
         if final:
             item.done = True
             self.stats.requests_finished += 1
@@ -284,6 +303,7 @@ class ContinuousBatchingEngine:
                 item,
                 f"request exceeded max_request_seconds={self._limits.max_request_seconds:g}",
             )
+            self.stats.requests_failed += 1
         elif posted or (check_cancel and item.request.sink.cancelled()):
             self._abort(item, "request cancelled by the client")
             self.stats.requests_cancelled += 1
@@ -299,6 +319,7 @@ class ContinuousBatchingEngine:
     def _fail_all(self, message: str) -> None:
         for item in self._active:
             self._abort(item, message)
+            self.stats.requests_failed += 1
         self._active = []
         self.stats.active = 0
 
