@@ -3,7 +3,8 @@
 Measures, through the full ensemble over gRPC streaming, aggregate output
 tokens/s at concurrency 1, 4, 8 and 16 and TTFT p50, and the bare CPU engine
 (the same ContinuousBatchingEngine, in-process, no Triton) at concurrency 1
-before and after the server phases.  Every request generates exactly
+before and after the server phases, then at the top concurrency (the engine's
+own scaling ceiling on this machine).  Every request generates exactly
 --max-tokens tokens (an end id the model never emits), so token counts are exact.
 
     .venv/bin/python benchmarks/ensemble_throughput.py [--max-tokens 128] [--out DIR]
@@ -26,10 +27,10 @@ from edgectl.client import GenerateRequest, TritonClient
 from edgectl.config import EdgectlConfig
 from edgectl.deploy import deploy_local
 from edgectl.recipe import load_recipe
+from edgectl.server import LocalTriton
 from edgectl.serving.contract import SamplingParams
 from edgectl.serving.engine import EngineLimits, EngineRequest
 from edgectl.serving.openvino_backend import SchedulerSettings, build_engine, load_tokenizer
-from edgectl.server import LocalTriton
 
 ROOT = Path(__file__).resolve().parents[1]
 UNUSED_END_ID = 49151
@@ -186,11 +187,14 @@ def main() -> None:
     finally:
         LocalTriton(config.server).stop()
     results.append(bare_engine_phase(artifact, config, args.max_tokens, 1, 3))
+    # The engine's own ceiling at the top concurrency, for the scaling comparison.
+    top = max(args.concurrency)
+    results.append(bare_engine_phase(artifact, config, args.max_tokens, top, 2))
     report(results, args)
 
 
 def report(results: list[PhaseResult], args: argparse.Namespace) -> None:
-    bare = [r for r in results if r.name == "bare engine"]
+    bare = [r for r in results if r.name == "bare engine" and r.concurrency == 1]
     ensemble = {r.concurrency: r for r in results if r.name == "ensemble"}
     bare_tps = statistics.mean(r.tokens_per_s for r in bare)
     lines = [
@@ -199,9 +203,9 @@ def report(results: list[PhaseResult], args: argparse.Namespace) -> None:
         "| path | concurrency | output tok/s | TTFT p50 (ms) | vs concurrency 1 |",
         "|---|---|---|---|---|",
     ]
-    base = ensemble[min(ensemble)].tokens_per_s
+    base = {"ensemble": ensemble[min(ensemble)].tokens_per_s, "bare engine": bare_tps}
     for r in results:
-        scale = f"{r.tokens_per_s / base:.2f}x" if r.name == "ensemble" else "-"
+        scale = f"{r.tokens_per_s / base[r.name]:.2f}x"
         lines.append(
             f"| {r.name} | {r.concurrency} | {r.tokens_per_s:.1f} | {r.ttft_p50_ms:.0f} | {scale} |"
         )
