@@ -54,8 +54,8 @@ class EngineConfig(_Strict):
     enable_kv_cache_reuse: bool = True
     exclude_input_in_output: bool = True
     max_request_seconds: float = Field(600.0, gt=0)
-    pre_post_instances: int = Field(1, ge=1, le=16)
-    pre_post_queue_delay_us: int = Field(100, ge=0)
+    preprocessing_instances: int = Field(1, ge=1, le=16)
+    preprocessing_queue_delay_us: int = Field(100, ge=0)
 
 
 class ModelConfig(_Strict):

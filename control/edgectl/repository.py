@@ -84,8 +84,8 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         "enable_kv_cache_reuse": flag(engine.enable_kv_cache_reuse),
         "exclude_input_in_output": flag(engine.exclude_input_in_output),
         "max_request_seconds": f"{engine.max_request_seconds:g}",
-        "pre_post_instances": str(engine.pre_post_instances),
-        "pre_post_queue_delay_us": str(engine.pre_post_queue_delay_us),
+        "preprocessing_instances": str(engine.preprocessing_instances),
+        "preprocessing_queue_delay_us": str(engine.preprocessing_queue_delay_us),
         # tensorrt_llm-only knobs (GPU template)
         "engine_queue_delay_us": "0",
         "batch_scheduler_policy": "guaranteed_no_evict",

@@ -129,3 +129,8 @@ def test_invalid_yaml_is_rejected(empty_cwd):
 def test_missing_file_is_reported(empty_cwd):
     message = config_error(empty_cwd / "nope.yaml")
     assert "nope.yaml does not exist" in message
+
+
+def test_the_example_config_documents_exactly_the_defaults() -> None:
+    example = Path(__file__).resolve().parents[2] / "edgectl.example.yaml"
+    assert load_config(example) == EdgectlConfig()
