@@ -49,6 +49,8 @@ class EngineConfig(_Strict):
     max_input_len: int = Field(1024, ge=1)
     max_output_len: int = Field(512, ge=1)
     max_num_seqs: int = Field(32, ge=1)
+    max_queue_size: int = Field(64, ge=0)
+    queue_timeout_s: float = Field(30.0, gt=0)
     max_num_tokens: int = Field(512, ge=16)
     kv_cache_gb: float = Field(1.0, gt=0)
     enable_kv_cache_reuse: bool = True

@@ -79,6 +79,8 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         "max_input_len": str(engine.max_input_len),
         "max_output_len": str(engine.max_output_len),
         "max_num_seqs": str(engine.max_num_seqs),
+        "max_queue_size": str(engine.max_queue_size),
+        "queue_timeout_s": f"{engine.queue_timeout_s:g}",
         "max_num_tokens": str(engine.max_num_tokens),
         "kv_cache_gb": f"{engine.kv_cache_gb:g}",
         "enable_kv_cache_reuse": flag(engine.enable_kv_cache_reuse),

@@ -13,6 +13,8 @@ from edgectl.serving.cancel_board import CancelBoard
 from edgectl.serving.contract import SamplingParams
 from edgectl.serving.detokenize import REPLACEMENT_CHAR, AnchoredDecoder, find_anchor_id
 from edgectl.serving.engine import (
+    INVALID,
+    UNAVAILABLE,
     ContinuousBatchingEngine,
     EngineLimits,
     EngineRequest,
@@ -108,6 +110,7 @@ class RecordingSink:
         self.responses: list[tuple[list[int], bool]] = []
         self.keys: set[int] = set()
         self.failures: list[str] = []
+        self.kinds: list[str] = []
         self.is_cancelled = cancelled
         self.late: list[object] = []  # anything delivered after the request was finished
         self.done = threading.Event()
@@ -120,10 +123,11 @@ class RecordingSink:
         if final:
             self.done.set()
 
-    def fail(self, message: str) -> None:
+    def fail(self, message: str, kind: str = INVALID) -> None:
         if self.done.is_set():
             self.late.append(message)
         self.failures.append(message)
+        self.kinds.append(kind)
         self.done.set()
 
     def cancelled(self) -> bool:
@@ -566,3 +570,68 @@ def test_stats_hook_reports_progress(running):
     assert last["steps"] == 3
     assert last["active"] == 0
     assert last["kv_cache_usage"] == 0.25
+
+
+# -- overload ---------------------------------------------------------------------------------
+
+
+def test_running_batch_is_capped_and_the_rest_wait_their_turn(running):
+    limits = EngineLimits(max_input_len=8, max_output_len=32, max_num_seqs=2, max_queue_size=8)
+    pipeline = FakePipeline([list(range(20, 26))] * 5)
+    engine = running(pipeline, limits=limits)
+    requests = [request(max_new_tokens=6) for _ in range(5)]
+    for req in requests:
+        engine.submit(req)
+    for req in requests:
+        assert req.sink.wait().responses == [(list(range(20, 26)), True)]
+    assert max(pipeline.step_log) == 2
+    assert engine.stats.peak_scheduled <= 2
+
+
+def test_a_full_queue_refuses_at_once_with_unavailable(running):
+    limits = EngineLimits(max_input_len=8, max_output_len=64, max_num_seqs=1, max_queue_size=2)
+    gate = threading.Event()
+    pipeline = FakePipeline([list(range(20, 80))] * 4)
+    pipeline.on_step = lambda step: gate.wait(WAIT_S)  # hold the engine until all are queued
+    engine = running(pipeline, limits=limits)
+    requests = [request(max_new_tokens=60) for _ in range(4)]
+    for req in requests:
+        engine.submit(req)
+    # one in the batch (or about to be), at most two waiting: the fourth is refused now
+    refused = [req for req in requests if req.sink.done.is_set()]
+    assert refused, "the over-limit request was not refused at submit time"
+    assert all(req.sink.kinds == [UNAVAILABLE] for req in refused)
+    assert "max_queue_size=2" in refused[0].sink.failures[0]
+    gate.set()
+    served = [req for req in requests if req not in refused]
+    for req in served:
+        assert req.sink.wait().responses[-1][1] is True
+    wait_until(lambda: engine.stats.requests_rejected == len(refused))
+
+
+def test_a_request_waiting_past_the_queue_timeout_is_refused(running):
+    clock = FakeClock()
+    limits = EngineLimits(
+        max_input_len=8, max_output_len=64, max_num_seqs=1, max_queue_size=4, queue_timeout_s=2.5
+    )
+    pipeline = FakePipeline([list(range(20, 60)), [30, 31]])
+
+    def slow_step(step: int) -> None:  # one fake second a step, slow enough to submit mid-run
+        clock.now += 1.0
+        time.sleep(0.005)
+
+    pipeline.on_step = slow_step
+    engine = running(pipeline, limits=limits, clock=clock)
+    long, late = request(max_new_tokens=40), request(max_new_tokens=2)
+    engine.submit(long)
+    wait_until(lambda: engine.stats.steps >= 1)
+    engine.submit(late)
+    assert late.sink.wait().kinds == [UNAVAILABLE]
+    assert "queue_timeout_s=2.5" in late.sink.failures[0]
+    assert long.sink.wait().responses[-1][1] is True
+    wait_until(lambda: engine.stats.requests_rejected == 1)
+
+
+def test_invalid_requests_are_refused_as_invalid_argument(running):
+    sink, _ = run_one(running, [20, 21], max_new_tokens=0)
+    assert sink.kinds == [INVALID]

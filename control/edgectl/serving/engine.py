@@ -14,6 +14,7 @@ import queue
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +26,13 @@ from edgectl.serving.detokenize import AnchoredDecoder, StreamHoldback
 log = logging.getLogger(__name__)
 
 
+# Why a request failed; the Triton adapter maps each to an error code.
+INVALID = "invalid_argument"  # the request itself is wrong (HTTP 400)
+UNAVAILABLE = "unavailable"  # overload or shutdown: retry later (HTTP 503)
+CANCELLED = "cancelled"  # the client went away
+INTERNAL = "internal"  # our fault
+
+
 class ResponseSink(Protocol):
     """Where one request's output goes (Triton's response sender in production).
 
@@ -33,7 +41,7 @@ class ResponseSink(Protocol):
 
     def send(self, ids: list[int], final: bool, key: int) -> None: ...
 
-    def fail(self, message: str) -> None: ...
+    def fail(self, message: str, kind: str = INVALID) -> None: ...
 
     def cancelled(self) -> bool: ...
 
@@ -51,6 +59,9 @@ class EngineLimits:
 
     max_input_len: int
     max_output_len: int
+    max_num_seqs: int = 32  # sequences in the running batch
+    max_queue_size: int = 64  # requests waiting for a slot; more are refused at once
+    queue_timeout_s: float = 30.0  # a request waiting longer is refused
     max_request_seconds: float = 600.0
     cancel_check_steps: int = 4
 
@@ -66,7 +77,9 @@ class EngineStats:
     requests_finished: int = 0
     requests_cancelled: int = 0
     requests_failed: int = 0
+    requests_rejected: int = 0  # refused for overload (queue full or queue timeout)
     active: int = 0
+    waiting: int = 0
     kv_cache_usage: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
@@ -111,6 +124,10 @@ class ContinuousBatchingEngine:
         self._cancel_board = cancel_board
         self._clock = clock
         self._incoming: queue.Queue[EngineRequest] = queue.Queue()
+        self._waiting: deque[tuple[float, EngineRequest]] = deque()
+        self._backlog_lock = threading.Lock()
+        self._backlog = 0  # submitted, not yet in the running batch (incoming + waiting)
+        self._rejected_at_submit = 0
         self._active: list[_Active] = []
         self._next_id = 0
         self._stopping = threading.Event()
@@ -124,9 +141,26 @@ class ContinuousBatchingEngine:
         self._thread.start()
 
     def submit(self, request: EngineRequest) -> None:
-        """Queue a request; it joins the running batch at the next step."""
+        """Queue a request; it joins the running batch at the next step with a free slot.
+
+        A full queue refuses at once (UNAVAILABLE), so overload turns into fast,
+        explicit rejections instead of unbounded waiting.
+        """
         if self._stopping.is_set():
-            request.sink.fail("the engine is shutting down")
+            request.sink.fail("the engine is shutting down", UNAVAILABLE)
+            return
+        limit = self._limits.max_queue_size
+        with self._backlog_lock:
+            full = self._backlog >= limit
+            if full:
+                self._rejected_at_submit += 1
+            else:
+                self._backlog += 1
+        if full:
+            request.sink.fail(
+                f"engine queue is full (max_queue_size={limit} requests waiting); retry later",
+                UNAVAILABLE,
+            )
             return
         self._incoming.put(request)
         if self._stopping.is_set() and not self._thread.is_alive():
@@ -140,27 +174,51 @@ class ContinuousBatchingEngine:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self._admit(block=not self._active)
+                self._admit(block=not self._active and not self._waiting)
                 if self._active:
                     self._step()
             except Exception:  # keep serving: one bad step must not kill the thread
                 log.exception("engine step failed; failing the requests in flight")
-                self._fail_all("internal engine error (see server log)")
-        self._fail_all("the engine is shutting down")
+                self._fail_all("internal engine error (see server log)", INTERNAL)
+        self._fail_all("the engine is shutting down", UNAVAILABLE)
+        while self._waiting:
+            self._refuse(self._pop_waiting(), "the engine is shutting down", UNAVAILABLE)
         self._drain_incoming("the engine is shutting down")
 
     def _admit(self, block: bool) -> None:
+        """Move submitted requests to the waiting line, expire old ones, fill free slots."""
         try:
-            request = self._incoming.get(timeout=0.2) if block else self._incoming.get_nowait()
+            first = self._incoming.get(timeout=0.2) if block else self._incoming.get_nowait()
         except queue.Empty:
-            self._publish_stats(force=block)
-            return
-        while True:
-            self._add(request)
+            first = None
+        now = self._clock()
+        while first is not None:
+            self._waiting.append((now, first))
             try:
-                request = self._incoming.get_nowait()
+                first = self._incoming.get_nowait()
             except queue.Empty:
-                return
+                first = None
+        timeout = self._limits.queue_timeout_s
+        while self._waiting and now - self._waiting[0][0] > timeout:
+            self.stats.requests_rejected += 1
+            self._refuse(
+                self._pop_waiting(),
+                f"waited longer than queue_timeout_s={timeout:g} for a free engine slot; "
+                "retry later",
+                UNAVAILABLE,
+                count_failed=False,
+            )
+        while self._waiting and len(self._active) < self._limits.max_num_seqs:
+            self._add(self._pop_waiting())
+        self.stats.waiting = len(self._waiting)
+        self.stats.active = len(self._active)
+        if not self._active:
+            self._publish_stats(force=block)
+
+    def _pop_waiting(self) -> EngineRequest:
+        with self._backlog_lock:
+            self._backlog -= 1
+        return self._waiting.popleft()[1]
 
     def _add(self, request: EngineRequest) -> None:
         try:
@@ -173,7 +231,7 @@ class ContinuousBatchingEngine:
             return
         except Exception:  # the pipeline refused it (allocation, ...): fail this one only
             log.exception("could not add a request to the pipeline")
-            self._refuse(request, "internal engine error while admitting the request")
+            self._refuse(request, "internal engine error while admitting the request", INTERNAL)
             return
         self._next_id += 1
         self.stats.requests_added += 1
@@ -188,10 +246,13 @@ class ContinuousBatchingEngine:
             )
         )
 
-    def _refuse(self, request: EngineRequest, message: str) -> None:
-        self.stats.requests_failed += 1
+    def _refuse(
+        self, request: EngineRequest, message: str, kind: str = INVALID, count_failed: bool = True
+    ) -> None:
+        if count_failed:
+            self.stats.requests_failed += 1
         try:
-            request.sink.fail(message)
+            request.sink.fail(message, kind)
         except Exception:  # the client may be gone already
             log.debug("could not deliver %r", message, exc_info=True)
 
@@ -302,23 +363,24 @@ class ContinuousBatchingEngine:
             self._abort(
                 item,
                 f"request exceeded max_request_seconds={self._limits.max_request_seconds:g}",
+                UNAVAILABLE,
             )
             self.stats.requests_failed += 1
         elif posted or (check_cancel and item.request.sink.cancelled()):
-            self._abort(item, "request cancelled by the client")
+            self._abort(item, "request cancelled by the client", CANCELLED)
             self.stats.requests_cancelled += 1
 
-    def _abort(self, item: _Active, message: str) -> None:
+    def _abort(self, item: _Active, message: str, kind: str) -> None:
         item.handle.cancel()
         item.done = True
         try:
-            item.request.sink.fail(message)
+            item.request.sink.fail(message, kind)
         except Exception:  # the client may be gone already
             log.debug("could not deliver %r", message, exc_info=True)
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_all(self, message: str, kind: str) -> None:
         for item in self._active:
-            self._abort(item, message)
+            self._abort(item, message, kind)
             self.stats.requests_failed += 1
         self._active = []
         self.stats.active = 0
@@ -326,11 +388,17 @@ class ContinuousBatchingEngine:
     def _drain_incoming(self, message: str) -> None:
         while True:
             try:
-                self._incoming.get_nowait().sink.fail(message)
+                request = self._incoming.get_nowait()
             except queue.Empty:
                 return
+            with self._backlog_lock:
+                self._backlog -= 1
+            request.sink.fail(message, UNAVAILABLE)
 
     def _publish_stats(self, force: bool = False) -> None:
+        with self._backlog_lock:  # submit() counts its refusals under the lock
+            self.stats.requests_rejected += self._rejected_at_submit
+            self._rejected_at_submit = 0
         if self._stats_hook is None:
             return
         now = self._clock()

@@ -12,11 +12,25 @@ import triton_python_backend_utils as pb_utils
 
 from edgectl.serving.cancel_board import CancelBoard
 from edgectl.serving.contract import InvalidRequest, SamplingParams, decode_word_lists
-from edgectl.serving.engine import EngineLimits, EngineRequest
+from edgectl.serving.engine import (
+    CANCELLED,
+    INTERNAL,
+    INVALID,
+    UNAVAILABLE,
+    EngineLimits,
+    EngineRequest,
+)
 from edgectl.serving.openvino_backend import SchedulerSettings, build_engine
 from edgectl.serving.triton_io import model_parameters, parse_bool, scalar
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# TritonError's codes by name; pb_utils.TritonError only exists once the stub runs the model.
+_ERROR_CODE_NAMES = {
+    INVALID: "INVALID_ARG",
+    UNAVAILABLE: "UNAVAILABLE",
+    CANCELLED: "CANCELLED",
+    INTERNAL: "INTERNAL",
+}
 log = logging.getLogger("edgectl.cpu_engine")
 
 
@@ -43,8 +57,9 @@ class _SenderSink:
         )
         self._sender.send(response, flags=FINAL if final else 0)
 
-    def fail(self, message):
-        error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+    def fail(self, message, kind=INVALID):
+        code = getattr(pb_utils.TritonError, _ERROR_CODE_NAMES.get(kind, "INTERNAL"))
+        error = pb_utils.TritonError(message, code)
         self._sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
 
     def cancelled(self):
@@ -61,10 +76,12 @@ class _Metrics:
         "requests_finished": "Requests that completed",
         "requests_cancelled": "Requests cancelled by their client",
         "requests_failed": "Requests refused or aborted with an error",
+        "requests_rejected": "Requests refused for overload (queue full or queue timeout)",
     }
     GAUGES = {
         "peak_scheduled": "Most sequences scheduled in one step since load",
         "active": "Requests in the running batch now",
+        "waiting": "Requests waiting for a slot in the running batch",
         "kv_cache_usage": "Fraction of the paged KV cache in use",
     }
 
@@ -104,6 +121,9 @@ class TritonPythonModel:
         limits = EngineLimits(
             max_input_len=self.max_input_len,
             max_output_len=int(params["max_output_len"]),
+            max_num_seqs=int(params["max_num_seqs"]),
+            max_queue_size=int(params["max_queue_size"]),
+            queue_timeout_s=float(params["queue_timeout_s"]),
             max_request_seconds=float(params["max_request_seconds"]),
         )
         settings = SchedulerSettings(

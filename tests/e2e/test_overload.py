@@ -1,0 +1,76 @@
+"""Overload: past the queue limit, requests are refused at once with UNAVAILABLE, none hang."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgectl.client import GenerateRequest
+from edgectl.deploy import deploy_local
+from edgectl.errors import EdgectlError
+from edgectl.server import LocalTriton
+from tests.e2e.conftest import UNUSED_END_ID, LiveServer, server_config
+
+pytestmark = pytest.mark.e2e
+SLOTS, QUEUE = 2, 2
+
+
+@pytest.fixture(scope="module")
+def small_server(
+    built_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    config = server_config(
+        tmp_path_factory.mktemp("overload"),
+        built_artifact,
+        max_num_seqs=SLOTS,
+        max_queue_size=QUEUE,
+        queue_timeout_s=30,
+    )
+    state = deploy_local(config, progress=lambda message: None)
+    try:
+        yield LiveServer(config, state)
+    finally:
+        LocalTriton(config.server).stop()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_requests_beyond_the_queue_are_refused_not_lost(
+    small_server: LiveServer, protocol: str
+) -> None:
+    sent = 10
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    request = GenerateRequest("Count to one hundred.", max_tokens=48, end_id=UNUSED_END_ID)
+
+    def one() -> None:
+        try:
+            text = "".join(small_server.client.generate("ensemble", request, protocol))
+            outcome = "completed" if text else "empty"
+        except EdgectlError as err:
+            outcome = str(err)
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=one) for _ in range(sent)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(outcomes) == sent  # nothing hung or vanished
+    completed = outcomes.count("completed")
+    refused = [o for o in outcomes if o != "completed"]
+    assert completed >= SLOTS + QUEUE - 1
+    assert refused, "10 concurrent requests against 2 slots + 2 queue places were all accepted"
+    for message in refused:
+        assert "engine queue is full (max_queue_size=2" in message and "retry later" in message
+        if protocol == "http":
+            # The engine answers UNAVAILABLE; Triton's generate endpoint reports errors raised
+            # inside an ensemble as HTTP 400, so the reason is in the message.
+            assert "HTTP 400" in message or "HTTP 503" in message
+    assert small_server.metric("edgectl_engine_requests_rejected_total") >= len(refused)
+    # and the server serves normally right after
+    answer = GenerateRequest("What is the capital of France?", 16, apply_chat_template=True)
+    assert "Paris" in "".join(small_server.client.generate("ensemble", answer, protocol))
