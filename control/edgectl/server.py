@@ -26,6 +26,7 @@ import psutil
 
 from edgectl.config import ServerConfig
 from edgectl.errors import EdgectlError
+from edgectl.supervisor import LaunchSpec, SupervisorStatus
 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region_"
@@ -43,6 +44,7 @@ class ServerState:
     models: list[str]
     log_path: str
     started_at: float
+    supervisor_pid: int = 0  # leader of the process group: supervisor, tritonserver, stubs
 
     @property
     def http_url(self) -> str:
@@ -111,6 +113,8 @@ class LocalTriton:
         self.state_path = self.workdir / STATE_FILE
         self.backend_dir = self.workdir / "backends"
         self.log_dir = self.workdir / "logs"
+        self.launch_path = self.workdir / "launch.json"
+        self.supervisor_path = self.workdir / "supervisor.json"
 
     # -- files ---------------------------------------------------------------
     def read_state(self) -> ServerState | None:
@@ -216,34 +220,70 @@ class LocalTriton:
         log_path = self.log_dir / "tritonserver.log"
         with log_path.open("ab") as log:
             log.write(f"\n==== edgectl start {time.strftime('%Y-%m-%dT%H:%M:%S')} ====\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                self.command(binary, repository.resolve(), models),
+        self.supervisor_path.unlink(missing_ok=True)
+        spec = LaunchSpec(
+            command=self.command(binary, repository.resolve(), models),
+            env=self._environment(),
+            cwd=str(self.workdir),
+            log_path=str(log_path),
+            http_url=f"http://{c.host}:{c.http_port}",
+            status_path=str(self.supervisor_path),
+        )
+        self.launch_path.write_text(json.dumps(asdict(spec), indent=2), encoding="utf-8")
+        with (self.log_dir / "supervisor.log").open("ab") as log:
+            supervisor = subprocess.Popen(
+                [sys.executable, "-m", "edgectl.supervisor", str(self.launch_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self._environment(), cwd=self.workdir, start_new_session=True,
+                env=spec.env, cwd=self.workdir, start_new_session=True,
             )  # fmt: skip
         state = ServerState(
-            pid=proc.pid, host=c.host, http_port=c.http_port, grpc_port=c.grpc_port,
-            metrics_port=c.metrics_port, repository=str(repository.resolve()), models=models,
-            log_path=str(log_path), started_at=time.time(),
+            pid=self._wait_for_triton_pid(supervisor), host=c.host, http_port=c.http_port,
+            grpc_port=c.grpc_port, metrics_port=c.metrics_port,
+            repository=str(repository.resolve()), models=models, log_path=str(log_path),
+            started_at=time.time(), supervisor_pid=supervisor.pid,
         )  # fmt: skip
         self.state_path.write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
-        progress(f"tritonserver pid {proc.pid}; waiting up to {c.ready_timeout_s:g}s for readiness")
+        progress(
+            f"tritonserver pid {state.pid}; waiting up to {c.ready_timeout_s:g}s for readiness"
+        )
         try:
-            self._wait_ready(proc, state)
+            self._wait_ready(supervisor, state)
         except BaseException:
             self.stop()
             raise
         return state
+
+    def _wait_for_triton_pid(self, supervisor: subprocess.Popen) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = self.supervisor_status()
+            if status is not None and status.triton_pid:
+                return status.triton_pid
+            if supervisor.poll() is not None:
+                break
+            time.sleep(0.05)
+        self._terminate_group(supervisor.pid)
+        raise EdgectlError(
+            "the edgectl supervisor did not start tritonserver; see "
+            f"{self.log_dir / 'supervisor.log'}"
+        )
+
+    def supervisor_status(self) -> SupervisorStatus | None:
+        try:
+            data = json.loads(self.supervisor_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return SupervisorStatus(**data)
 
     def _wait_ready(self, proc: subprocess.Popen, state: ServerState) -> None:
         deadline = time.monotonic() + self.config.ready_timeout_s
         with httpx.Client(base_url=state.http_url, timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
+                    status = self.supervisor_status()
+                    how = status.exit if status and status.exit else "exited"
                     raise EdgectlError(
-                        f"tritonserver exited with code {proc.returncode} while starting:\n"
-                        + self.log_tail(state)
+                        f"tritonserver {how} while starting:\n" + self.log_tail(state)
                     )
                 try:
                     if client.get("/v2/health/ready").status_code == 200 and all(
@@ -259,6 +299,24 @@ class LocalTriton:
             f"{self.config.ready_timeout_s:g}s (a model load may hang); it was stopped.\n"
             + self.log_tail(state)
         )
+
+    def down_reason(self, state: ServerState) -> str:
+        """Why a recorded server is not running, as far as its supervisor saw it."""
+        status = self.supervisor_status()
+        if status is not None and status.exit:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status.exited_at or 0))
+            return f"tritonserver (pid {state.pid}) {status.exit} at {when}"
+        return f"tritonserver (pid {state.pid}) is gone (its supervisor is gone too)"
+
+    def recovery_summary(self) -> list[str]:
+        """One line per model whose crashed stub the supervisor restarted."""
+        status = self.supervisor_status()
+        if status is None:
+            return []
+        return [
+            f"{model}: stub restarted {count}x (last recovery {status.last_restart[model]}s)"
+            for model, count in sorted(status.restarts.items())
+        ]
 
     def log_tail(self, state: ServerState | None = None, lines: int = 25) -> str:
         path = Path(state.log_path) if state else self.log_dir / "tritonserver.log"
@@ -276,25 +334,21 @@ class LocalTriton:
 
     def _cleanup(self, state: ServerState | None) -> None:
         if state is not None:
-            self._terminate_group(state.pid)
+            self._terminate_group(state.supervisor_pid)
         self._kill_orphan_stubs()
         clean_stale_shm()
         self.state_path.unlink(missing_ok=True)
 
-    def _terminate_group(self, pid: int) -> None:
-        """SIGTERM the server's process group, then SIGKILL what outlives the grace period.
+    def _terminate_group(self, pgid: int) -> None:
+        """SIGTERM the group we created (supervisor, server, stubs), SIGKILL what outlives it.
 
         Open streams can keep Triton alive past its own exit timeout, so the
-        SIGKILL is not optional.
+        SIGKILL is not optional.  The group is found by id, so a server whose
+        supervisor already died is still stopped.
         """
-        try:
-            pgid = os.getpgid(pid)
-        except ProcessLookupError:
-            return
-        if pgid != pid:  # not a group we created: signal only the recorded process
-            members = [psutil.Process(pid)]
-        else:
-            members = [p for p in psutil.process_iter() if _pgid(p) == pgid]
+        if pgid <= 1 or pgid == os.getpgid(0):
+            return  # never signal our own group
+        members = [p for p in psutil.process_iter() if _pgid(p) == pgid]
         for proc in members:
             _signal(proc, signal.SIGTERM)
         _, alive = psutil.wait_procs(members, timeout=self.config.stop_grace_s)

@@ -1,0 +1,188 @@
+"""The local server's supervisor: the parent of tritonserver, restarter of crashed stubs.
+
+Run as ``python -m edgectl.supervisor LAUNCH_JSON`` by ``LocalTriton.start``.  It
+starts tritonserver as its child, so it learns how the server ended (exit code or
+signal) and records that for ``edgectl status``.  Triton does not restart the
+Python stub of a decoupled model that dies; the supervisor notices a READY model
+whose stub vanished and reloads that model through the repository API.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+STUB_NAME = "triton_python_backend_stub"
+SHM_DIR = Path("/dev/shm")
+POLL_S = 0.5
+
+
+@dataclass
+class LaunchSpec:
+    """Everything the supervisor needs, written by LocalTriton.start."""
+
+    command: list[str]
+    env: dict[str, str]
+    cwd: str
+    log_path: str
+    http_url: str
+    status_path: str  # where the supervisor reports (SupervisorStatus)
+
+
+@dataclass
+class SupervisorStatus:
+    triton_pid: int | None = None
+    exit: str | None = None  # how tritonserver ended when nobody asked it to
+    exited_at: float | None = None
+    restarts: dict[str, int] = field(default_factory=dict)
+    last_restart: dict[str, float] = field(default_factory=dict)  # model -> seconds to recover
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+@dataclass(frozen=True)
+class Stub:
+    model: str
+    shm_region: str
+
+
+def live_stubs(server: psutil.Process) -> dict[int, Stub]:
+    """Python stubs of ``server`` by pid, with their model and shared-memory region.
+
+    A stub runs ``<stub> <repo>/<model>/<version>/model.py <shm region> ...``.
+    """
+    stubs: dict[int, Stub] = {}
+    for child in server.children(recursive=True):
+        try:
+            cmdline = child.cmdline()
+        except psutil.Error:
+            continue
+        if len(cmdline) > 2 and cmdline[0].endswith(STUB_NAME):
+            stubs[child.pid] = Stub(Path(cmdline[1]).parent.parent.name, cmdline[2])
+    return stubs
+
+
+class Supervisor:
+    def __init__(self, spec: LaunchSpec) -> None:
+        self.spec = spec
+        self.status = SupervisorStatus()
+        self.stopping = False
+        self.seen: dict[int, Stub] = {}
+        self.suspects: dict[int, tuple[Stub, int]] = {}  # vanished stub -> polls since
+
+    def write_status(self) -> None:
+        path = Path(self.spec.status_path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.status), indent=2), encoding="utf-8")
+        tmp.replace(path)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        with open(self.spec.log_path, "ab") as log:
+            proc = subprocess.Popen(
+                self.spec.command, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=self.spec.env, cwd=self.spec.cwd,
+            )  # fmt: skip
+        self.status.triton_pid = proc.pid
+        self.write_status()
+        server = psutil.Process(proc.pid)
+        with httpx.Client(base_url=self.spec.http_url, timeout=30.0) as client:
+            while proc.poll() is None:
+                if not self.stopping:
+                    self._restart_crashed_stubs(server, client)
+                time.sleep(POLL_S)
+        if not self.stopping:
+            self.status.exit = describe_exit(proc.returncode)
+            self.status.exited_at = time.time()
+            self.write_status()
+        return 0
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        self.stopping = True  # the server gets the same signal from the group; wait for it
+
+    def _ready_models(self, client: httpx.Client) -> set[str]:
+        try:
+            index = client.post("/v2/repository/index", json={}).json()
+        except (httpx.HTTPError, ValueError):
+            return set()
+        return {m["name"] for m in index if m.get("state") == "READY"}
+
+    def _restart_crashed_stubs(self, server: psutil.Process, client: httpx.Client) -> None:
+        """Reload a model whose stub died: its shm region is left behind and it stays READY.
+
+        When a user unloads a model, Triton finalizes the stub and removes its
+        shared-memory region; a killed stub leaves the region in place and the
+        model still READY (Triton does not notice until the next request).
+        """
+        try:
+            live = live_stubs(server)
+        except psutil.Error:
+            return
+        for pid, stub in self.seen.items():
+            if pid not in live:
+                self.suspects[pid] = (stub, 0)
+        crashed: set[str] = set()
+        for pid, (stub, polls) in list(self.suspects.items()):
+            if not (SHM_DIR / stub.shm_region).exists():
+                del self.suspects[pid]  # finalized: an unload, not a crash
+            elif polls >= 1:
+                del self.suspects[pid]
+                crashed.add(stub.model)
+            else:
+                self.suspects[pid] = (stub, polls + 1)
+        if crashed:
+            ready = self._ready_models(client)
+            for model in sorted(crashed & ready):
+                self._reload(model, client)
+            live = live_stubs(server)
+        self.seen = live
+
+    def _reload(self, model: str, client: httpx.Client) -> None:
+        started = time.monotonic()
+        print(f"{time.strftime('%H:%M:%S')} stub of {model} died; reloading", flush=True)
+        try:
+            # Triton keeps the instances of a reloaded model whose config is unchanged, dead
+            # stub included; a changed parameter makes it build a fresh instance and stub.
+            config = client.get(f"/v2/models/{model}/config").json()
+            config.setdefault("parameters", {})["edgectl_restarted_at"] = {
+                "string_value": f"{time.time():.3f}"
+            }
+            response = client.post(
+                f"/v2/repository/models/{model}/load",
+                json={"parameters": {"config": json.dumps(config)}},
+                timeout=120,
+            )
+            ok = response.status_code == 200
+        except (httpx.HTTPError, ValueError):
+            ok = False
+        seconds = round(time.monotonic() - started, 2)
+        print(f"{time.strftime('%H:%M:%S')} reload of {model}: ok={ok} in {seconds}s", flush=True)
+        if ok:
+            self.status.restarts[model] = self.status.restarts.get(model, 0) + 1
+            self.status.last_restart[model] = seconds
+            self.write_status()
+
+
+def main() -> int:
+    spec = LaunchSpec(**json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
+    return Supervisor(spec).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Faults on the real stack: a crashed engine stub is restarted, a killed server is explained."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from edgectl.client import GenerateRequest
+from edgectl.config import EdgectlConfig
+from edgectl.deploy import deploy_local
+from edgectl.errors import EdgectlError
+from edgectl.server import LocalTriton
+from tests.e2e.conftest import LiveServer, server_config
+from tests.e2e.test_lifecycle import shm_regions, stub_processes
+
+pytestmark = pytest.mark.e2e
+QUESTION = GenerateRequest("What is the capital of France?", 16, apply_chat_template=True)
+
+
+@pytest.fixture(scope="module")
+def fault_config(built_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> EdgectlConfig:
+    return server_config(tmp_path_factory.mktemp("faults"), built_artifact)
+
+
+@pytest.fixture(scope="module")
+def fault_server(fault_config: EdgectlConfig) -> Iterator[LiveServer]:
+    state = deploy_local(fault_config, progress=lambda message: None)
+    try:
+        yield LiveServer(fault_config, state)
+    finally:
+        LocalTriton(fault_config.server).stop()
+
+
+def engine_stub(workdir: Path) -> psutil.Process:
+    stubs = [p for p in stub_processes(workdir) if "/tensorrt_llm/" in p.cmdline()[1]]
+    assert len(stubs) == 1, stubs
+    return stubs[0]
+
+
+def answers(server: LiveServer) -> bool:
+    try:
+        return "Paris" in "".join(server.client.generate("ensemble", QUESTION, "grpc"))
+    except EdgectlError:
+        return False
+
+
+def test_a_user_unload_is_not_mistaken_for_a_crash(fault_server: LiveServer) -> None:
+    # Runs before the crash test: a supervisor reload loads the step explicitly, after
+    # which unloading the ensemble no longer unloads it as a dependent.
+    client = fault_server.client
+    client.unload_model("ensemble")
+    time.sleep(1.5)  # three supervisor polls
+    states = {m["name"]: m.get("state") for m in client.list_models()}
+    assert states["tensorrt_llm"] == "UNAVAILABLE"
+    client.load_model("ensemble")
+    assert answers(fault_server)
+
+
+def test_a_killed_engine_stub_serves_again_within_ten_seconds(fault_server: LiveServer) -> None:
+    workdir = Path(fault_server.config.server.workdir)
+    assert answers(fault_server)
+    engine_stub(workdir).send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    while not answers(fault_server):
+        assert time.monotonic() - killed_at < 10, "the model did not serve again within 10 s"
+        time.sleep(0.2)
+    recovery = LocalTriton(fault_server.config.server).recovery_summary()
+    assert recovery and recovery[0].startswith("tensorrt_llm: stub restarted 1x")
+
+
+def test_a_killed_server_is_reported_and_redeploys_cleanly(
+    fault_server: LiveServer, fault_config: EdgectlConfig
+) -> None:
+    server = LocalTriton(fault_config.server)
+    shm_before = shm_regions()
+    psutil.Process(fault_server.state.pid).send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.running() is not None or "SIGKILL" not in server.down_reason(server.read_state()):
+        assert time.monotonic() < deadline, "the server kill was not noticed"
+        time.sleep(0.2)
+    assert "killed by SIGKILL" in server.down_reason(server.read_state())
+    state = deploy_local(fault_config, progress=lambda message: None)
+    assert state.pid != fault_server.state.pid
+    assert answers(LiveServer(fault_config, state))
+    assert server.stop()
+    assert not stub_processes(Path(fault_config.server.workdir))
+    assert shm_regions() <= shm_before
