@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,18 @@ from typing import Any
 import httpx
 import numpy as np
 
+from edgectl.config import NAME_PATTERN
 from edgectl.errors import EdgectlError
+
+
+def checked_model_name(name: str) -> str:
+    """Model names go into URLs: refuse anything but a plain name (no '/', '..', spaces)."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise EdgectlError(
+            f"model name {name!r} is not valid: use letters, digits, '_', '.', '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    return name
 
 
 @dataclass
@@ -101,6 +113,7 @@ class TritonClient:
         self, model: str, request: GenerateRequest, protocol: str = "grpc"
     ) -> Iterator[str]:
         """Yield text pieces: several when streaming, one otherwise."""
+        checked_model_name(model)
         if protocol == "http":
             yield from self._generate_http(model, request)
         elif protocol == "grpc":
@@ -180,7 +193,7 @@ class TritonClient:
         return self._http("POST", "/v2/repository/index", json={}).json()
 
     def load_model(self, name: str) -> None:
-        self._http("POST", f"/v2/repository/models/{name}/load", json={})
+        self._http("POST", f"/v2/repository/models/{checked_model_name(name)}/load", json={})
 
     def unload_model(self, name: str, wait: bool = True) -> None:
         """Unload ``name`` and the models only it uses; wait until they are really gone.
@@ -189,7 +202,7 @@ class TritonClient:
         ``wait`` polls the repository index until no model is left UNLOADING.
         """
         self._http(
-            "POST", f"/v2/repository/models/{name}/unload",
+            "POST", f"/v2/repository/models/{checked_model_name(name)}/unload",
             json={"parameters": {"unload_dependents": True}},
         )  # fmt: skip
         if not wait:

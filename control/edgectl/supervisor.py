@@ -137,6 +137,12 @@ class Supervisor:
         for pid, stub in self.seen.items():
             if pid not in live:
                 self.suspects[pid] = (stub, 0)
+                kept = (SHM_DIR / stub.shm_region).exists()
+                print(
+                    f"{time.strftime('%H:%M:%S')} stub {pid} of {stub.model} exited "
+                    f"(shm region {'kept' if kept else 'removed'})",
+                    flush=True,
+                )
         crashed: set[str] = set()
         for pid, (stub, polls) in list(self.suspects.items()):
             if not (SHM_DIR / stub.shm_region).exists():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -58,6 +60,19 @@ def test_a_user_unload_is_not_mistaken_for_a_crash(fault_server: LiveServer) -> 
     states = {m["name"]: m.get("state") for m in client.list_models()}
     assert states["tensorrt_llm"] == "UNAVAILABLE"
     client.load_model("ensemble")
+    assert answers(fault_server)
+
+
+def test_a_model_that_fails_to_load_leaves_the_others_serving(fault_server: LiveServer) -> None:
+    repository = Path(fault_server.state.repository)
+    broken = repository / "broken_engine"
+    shutil.copytree(repository / "tensorrt_llm", broken)
+    config = (broken / "config.pbtxt").read_text(encoding="utf-8")
+    config = config.replace('name: "tensorrt_llm"', 'name: "broken_engine"')
+    config = re.sub(r'(key: "model_dir" value: \{ string_value: ")[^"]*', r"\1/nonexistent", config)
+    (broken / "config.pbtxt").write_text(config, encoding="utf-8")
+    with pytest.raises(EdgectlError, match="not a built CPU engine artifact: missing"):
+        fault_server.client.load_model("broken_engine")
     assert answers(fault_server)
 
 

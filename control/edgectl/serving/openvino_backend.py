@@ -23,6 +23,41 @@ class SchedulerSettings:
     inference_precision: str = "f32"
 
 
+REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "tokenizer.json")
+CHECKED_TOOLS = ("openvino", "openvino-genai")
+
+
+def check_artifact(model_dir: Path) -> None:
+    """Refuse a missing, incomplete or differently-built artifact with a clear reason.
+
+    Called at model load so a mismatch fails the load, not the first request.
+    """
+    import json
+    from importlib import metadata
+
+    missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise RuntimeError(
+            f"{model_dir} is not a built CPU engine artifact: missing {', '.join(missing)} "
+            "(run `edgectl build RECIPE`)"
+        )
+    manifest_path = model_dir / "manifest.json"
+    if not manifest_path.is_file():
+        return  # hand-made artifact: nothing recorded to compare
+    recorded = json.loads(manifest_path.read_text(encoding="utf-8")).get("runtime_tools", {})
+    for tool in CHECKED_TOOLS:
+        expected = recorded.get(tool)
+        try:
+            found = metadata.version(tool)
+        except metadata.PackageNotFoundError:
+            found = "not installed"
+        if expected and expected.split(".")[:2] != found.split(".")[:2]:
+            raise RuntimeError(
+                f"{model_dir} was built for {tool} {expected} but {found} is installed; "
+                "rebuild it with `edgectl build RECIPE --force` or install the recorded version"
+            )
+
+
 def load_tokenizer(model_dir: Path):
     """The HF fast tokenizer saved beside the OpenVINO model (``tokenizers`` only: light)."""
     from tokenizers import Tokenizer
@@ -45,6 +80,7 @@ def build_engine(
     cancel_board: CancelBoard | None = None,
 ) -> ContinuousBatchingEngine:
     """Load the OpenVINO model in ``model_dir`` and wrap it in the engine loop (not started)."""
+    check_artifact(model_dir)
     import numpy as np
     import openvino as ov
     import openvino_genai as og
