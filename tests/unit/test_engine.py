@@ -635,3 +635,13 @@ def test_a_request_waiting_past_the_queue_timeout_is_refused(running):
 def test_invalid_requests_are_refused_as_invalid_argument(running):
     sink, _ = run_one(running, [20, 21], max_new_tokens=0)
     assert sink.kinds == [INVALID]
+
+
+def test_prompt_ids_outside_the_vocabulary_are_refused(running):
+    limits = EngineLimits(max_input_len=8, max_output_len=32, vocab_size=30)
+    engine = running(FakePipeline([[20, 21]]), limits=limits)
+    bad, good = request(prompt=(10, 40)), request(prompt=(10, 11), max_new_tokens=2)
+    engine.submit(bad)
+    engine.submit(good)
+    assert bad.sink.wait().failures == ["input_ids must be in [0, 30) (vocab_size), got 40"]
+    assert good.sink.wait().responses == [([20, 21], True)]

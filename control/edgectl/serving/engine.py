@@ -64,6 +64,7 @@ class EngineLimits:
     queue_timeout_s: float = 30.0  # a request waiting longer is refused
     max_request_seconds: float = 600.0
     cancel_check_steps: int = 4
+    vocab_size: int | None = None  # ids outside [0, vocab_size) are refused
 
 
 @dataclass
@@ -265,6 +266,10 @@ class ContinuousBatchingEngine:
                 f"input is {len(request.prompt_ids)} tokens; the limit is "
                 f"max_input_len={self._limits.max_input_len}"
             )
+        vocab = self._limits.vocab_size
+        if vocab is not None and not all(0 <= i < vocab for i in request.prompt_ids):
+            bad = next(i for i in request.prompt_ids if not 0 <= i < vocab)
+            raise InvalidRequest(f"input_ids must be in [0, {vocab}) (vocab_size), got {bad}")
         params.validate(self._limits.max_output_len)
         end_id = self._default_end_id if params.end_id is None else params.end_id
         config = self._new_config()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,17 @@ def check_artifact(model_dir: Path) -> None:
             )
 
 
+def vocab_size(model_dir: Path) -> int | None:
+    """The model's vocabulary size from its config.json (None when not recorded)."""
+    import json
+
+    path = model_dir / "config.json"
+    if not path.is_file():
+        return None
+    size = json.loads(path.read_text(encoding="utf-8")).get("vocab_size")
+    return int(size) if size else None
+
+
 def load_tokenizer(model_dir: Path):
     """The HF fast tokenizer saved beside the OpenVINO model (``tokenizers`` only: light)."""
     from tokenizers import Tokenizer
@@ -81,6 +93,8 @@ def build_engine(
 ) -> ContinuousBatchingEngine:
     """Load the OpenVINO model in ``model_dir`` and wrap it in the engine loop (not started)."""
     check_artifact(model_dir)
+    if limits.vocab_size is None:
+        limits = dataclasses.replace(limits, vocab_size=vocab_size(model_dir))
     import numpy as np
     import openvino as ov
     import openvino_genai as og

@@ -42,8 +42,16 @@ class TritonPythonModel:
         output = np.array(texts, dtype=object).reshape(len(texts), -1)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", output)])
 
+    def _respond(self, request):
+        if request.is_cancelled():
+            return self._forward_cancellation(request)
+        try:
+            return self._decode(request)
+        except Exception as err:  # e.g. ids outside the vocabulary from a direct caller
+            error = pb_utils.TritonError(
+                f"cannot detokenize TOKENS_BATCH: {err}", pb_utils.TritonError.INVALID_ARG
+            )
+            return pb_utils.InferenceResponse(error=error)
+
     def execute(self, requests):
-        return [
-            self._forward_cancellation(request) if request.is_cancelled() else self._decode(request)
-            for request in requests
-        ]
+        return [self._respond(request) for request in requests]
