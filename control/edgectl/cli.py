@@ -96,22 +96,38 @@ def build(recipe: Path, out: Path | None, force: bool) -> None:
     click.echo(f"{verb} {result.artifact} ({size / 1e6:.1f} MB)")
 
 
+_TARGET = click.option(
+    "--target", type=click.Choice(["local", "k8s"]), default="local", show_default=True,
+    help="local: the tritonserver on this machine; k8s: the Helm release (config section k8s).",
+)  # fmt: skip
+
+
 @cli.command()
+@click.option("--local", "local", is_flag=True, help="Same as --target local (the default).")
+@_TARGET
 @click.option(
-    "--local",
-    "local",
-    is_flag=True,
-    default=True,
-    help="Start a local tritonserver (the only target so far).",
-)
+    "--dry-run", is_flag=True,
+    help="With --target k8s: print the manifests `helm template` renders; needs no cluster.",
+)  # fmt: skip
 @pass_context
-def deploy(ctx: _Context, local: bool) -> None:
+def deploy(ctx: _Context, local: bool, target: str, dry_run: bool) -> None:
     """Render the model repository and start tritonserver; wait until models are ready.
 
     Binds to server.host (127.0.0.1 by default). Logs and state go to
     server.workdir. A model that does not load within server.ready_timeout_s
     stops the server and prints the log tail.
+
+    With --target k8s: render Helm values from this config and run `helm upgrade
+    --install --wait` on the chart in helm/ (k8s.release, k8s.namespace, k8s.profile,
+    k8s.values_files, k8s.helm_timeout_s, k8s.kube_context).
     """
+    if local and target != "local":
+        raise click.UsageError("--local and --target k8s contradict each other")
+    if target == "k8s":
+        _deploy_k8s(ctx.config, dry_run)
+        return
+    if dry_run:
+        raise click.UsageError("--dry-run needs --target k8s")
     from edgectl.deploy import deploy_local
 
     config = ctx.config
@@ -127,6 +143,39 @@ def deploy(ctx: _Context, local: bool) -> None:
     )
 
 
+def _deploy_k8s(config: EdgectlConfig, dry_run: bool) -> None:
+    from edgectl import k8s
+
+    if dry_run:
+        click.echo(k8s.render(config), nl=False)
+        return
+    click.echo(k8s.deploy(config, _progress), nl=False)
+
+
+def _status_k8s(config: EdgectlConfig) -> None:
+    """Print the Helm release and the server rollout; exit 3 unless fully rolled out."""
+    from edgectl import k8s
+
+    report = k8s.status(config)
+    click.echo(
+        f"release {report.release} (namespace {report.namespace}): {report.state}, "
+        f"revision {report.revision}, {report.updated}  {report.description}"
+    )
+    for rollout in report.rollouts:
+        click.echo(
+            f"  deployment {rollout.name}: {rollout.ready}/{rollout.desired} ready, "
+            f"{rollout.updated} updated, {rollout.available} available"
+        )
+    for pod in report.pods:
+        ready = "ready" if pod.ready else "not ready"
+        reason = f" ({pod.reason})" if pod.reason else ""
+        click.echo(f"    pod {pod.name}: {pod.phase}, {ready}, {pod.restarts} restarts{reason}")
+    if report.rollout_note:
+        click.echo(f"  {report.rollout_note}")
+    if not report.healthy:
+        sys.exit(3)
+
+
 @cli.command()
 @pass_context
 def stop(ctx: _Context) -> None:
@@ -140,9 +189,23 @@ def stop(ctx: _Context) -> None:
 
 
 @cli.command()
+@click.option(
+    "--breakdown", is_flag=True,
+    help="Also print the per-stage latency breakdown (Triton statistics since start).",
+)  # fmt: skip
+@_TARGET
 @pass_context
-def status(ctx: _Context) -> None:
-    """Show whether the local server runs, its endpoints, and each model's state."""
+def status(ctx: _Context, breakdown: bool, target: str) -> None:
+    """Show whether the local server runs, its endpoints, and each model's state.
+
+    With --target k8s: the Helm release's state and the server Deployment's rollout
+    (helm status, kubectl get); exit 3 until every replica is ready.
+    """
+    if target == "k8s":
+        if breakdown:
+            raise click.UsageError("--breakdown reads the local server; not with --target k8s")
+        _status_k8s(ctx.config)
+        return
     from edgectl.server import LocalTriton
 
     server = LocalTriton(ctx.config.server)
@@ -151,12 +214,16 @@ def status(ctx: _Context) -> None:
         click.echo("server: down")
         recorded = server.read_state()
         if recorded is not None:
-            click.echo(f"  (process {recorded.pid} is gone; last log lines:)")
+            click.echo(f"  {server.down_reason(recorded)}; last log lines:")
             click.echo(server.log_tail(recorded, lines=10))
         sys.exit(3)
     click.echo(f"server: up (pid {state.pid})  http {state.http_url}  grpc {state.grpc_url}")
+    for line in server.recovery_summary():
+        click.echo(f"  {line}")
     for model in ctx.client().list_models():
         click.echo(f"  {model.get('name')}: {model.get('state', '?')} {model.get('reason', '')}")
+    if breakdown:
+        _print_breakdown(ctx)
 
 
 @cli.group()
@@ -257,6 +324,68 @@ def render(ctx: _Context, out: Path | None) -> None:
 
     target = out or LocalTriton(ctx.config.server).workdir / "model_repository"
     click.echo(render_repository([served_model(ctx.config)], ctx.config.engine, target))
+
+
+def _print_breakdown(ctx: _Context) -> None:
+    from edgectl.stats import TritonStats, format_breakdown
+
+    model = ctx.config.model.name
+    click.echo(format_breakdown(TritonStats(ctx.client().http_url).breakdown(model)))
+
+
+@cli.command()
+@click.option(
+    "--profile",
+    "profile_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Load profile YAML (see loadtest/profiles/).",
+)
+@click.option(
+    "--target",
+    metavar="URL",
+    help="grpc://HOST:PORT or http://HOST:PORT (default: the configured local server).",
+)
+@click.option("--model", help="Ensemble to load (default: model.name from the config).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Run directory (default: loadtest/results/<time>-<profile>).",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path, exists=True),
+    help="tokenizer.json or its folder, for prompt and output token counts "
+    "(default: the configured model's artifact).",
+)
+@click.option("--allow-remote", is_flag=True, help="Allow a target that is not loopback.")
+@pass_context
+def loadtest(
+    ctx: _Context,
+    profile_path: Path,
+    target: str | None,
+    model: str | None,
+    out: Path | None,
+    tokenizer: Path | None,
+    allow_remote: bool,
+) -> None:
+    """Run a locust load profile; write records, summary, report and plots.
+
+    Reports genai-perf's metrics (time to first token, inter-token latency, request
+    latency, output token and request throughput) per concurrency or request rate,
+    the batch-size table, and the per-stage breakdown.  A profile with variants
+    deploys one local server per variant and compares them side by side.
+    """
+    from edgectl.loadreport import console_table
+    from edgectl.loadtest import run
+
+    run_dir, summary = run(
+        ctx.config, profile_path, target, model, out, tokenizer, allow_remote, _progress
+    )
+    click.echo(console_table(summary))
+    click.echo(f"report: {run_dir / 'report.md'}")
+    if any(step["metrics"]["failure_count"] for step in summary["steps"]):
+        sys.exit(1)
 
 
 def main() -> None:

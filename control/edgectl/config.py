@@ -74,11 +74,24 @@ class ClientConfig(_Strict):
     timeout_s: float = Field(120.0, gt=0)
 
 
+class K8sConfig(_Strict):
+    """``deploy/status --target k8s``: the Helm release of the chart in ``helm/``."""
+
+    # Helm release names are DNS labels of at most 53 characters.
+    release: str = Field("edgectl", pattern=r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")
+    namespace: str = Field("default", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    profile: Literal["cpu", "gpu"] = "cpu"
+    values_files: list[Path] = []  # applied after helm/values-<profile>.yaml; later files win
+    helm_timeout_s: int = Field(1800, ge=1)
+    kube_context: str | None = None
+
+
 class EdgectlConfig(_Strict):
     server: ServerConfig = ServerConfig()
     engine: EngineConfig = EngineConfig()
     model: ModelConfig = ModelConfig()
     client: ClientConfig = ClientConfig()
+    k8s: K8sConfig = K8sConfig()
 
     @field_validator("server")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,12 @@ SUBPROCESS_CALLS = {"run", "Popen", "call", "check_call", "check_output"}
 
 
 def python_files() -> list[Path]:
-    files = [p for d in SOURCE_DIRS if (ROOT / d).is_dir() for p in (ROOT / d).rglob("*.py")]
-    return sorted(p for p in files if "__pycache__" not in p.parts)
+    """Project sources: tracked or new files, not git-ignored outputs (run results, venvs)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *SOURCE_DIRS],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return sorted(ROOT / name for name in listed if name.endswith(".py"))
 
 
 def dotted(node: ast.AST) -> str:

@@ -1,0 +1,43 @@
+"""HTTP user: Triton's generate_stream endpoint (server-sent events), or generate.
+
+Run through `edgectl loadtest --target http://127.0.0.1:8000 ...`, which passes the
+step spec (--edgectl-spec).  One keep-alive connection pool per user.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from edgectl.locust_user import LlmUser
+
+
+class HttpSseUser(LlmUser):
+    request_type = "http-sse"
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._http = httpx.Client(base_url=self.spec.url, timeout=self.spec.request_timeout_s)
+
+    def on_stop(self) -> None:
+        self._http.close()
+
+    def stream(self, inputs: dict[str, Any]) -> Iterator[str]:
+        endpoint = "generate_stream" if inputs["stream"] else "generate"
+        path = f"/v2/models/{self.spec.model}/{endpoint}"
+        with self._http.stream("POST", path, json=inputs) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.read().decode()[:300]}")
+            if not inputs["stream"]:
+                yield json.loads(response.read())["text_output"]
+                return
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                event = json.loads(line[5:])
+                if "error" in event:
+                    raise RuntimeError(event["error"])
+                yield event.get("text_output", "")
