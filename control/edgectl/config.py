@@ -39,6 +39,9 @@ class ServerConfig(_Strict):
     workdir: Path = Path(".edgectl")
     ready_timeout_s: float = Field(180.0, gt=0)
     stop_grace_s: float = Field(15.0, gt=0)
+    # A dead engine stub: "reload" just that model (fast; requests in flight on it hang
+    # until their client times out) or "restart" tritonserver (they fail at once).
+    on_stub_crash: Literal["reload", "restart"] = "reload"
     log_verbose: int = Field(0, ge=0, le=3)
 
 

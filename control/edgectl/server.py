@@ -186,6 +186,9 @@ class LocalTriton:
         state = self.read_state()
         if state is None:
             return None
+        status = self.supervisor_status()
+        if status is not None and status.triton_pid and status.triton_pid != state.pid:
+            state.pid = status.triton_pid  # the supervisor restarted the server
         try:
             proc = psutil.Process(state.pid)
             if proc.status() != psutil.STATUS_ZOMBIE and "tritonserver" in proc.name():
@@ -228,6 +231,7 @@ class LocalTriton:
             log_path=str(log_path),
             http_url=f"http://{c.host}:{c.http_port}",
             status_path=str(self.supervisor_path),
+            on_stub_crash=c.on_stub_crash,
         )
         self.launch_path.write_text(json.dumps(asdict(spec), indent=2), encoding="utf-8")
         with (self.log_dir / "supervisor.log").open("ab") as log:
@@ -313,10 +317,13 @@ class LocalTriton:
         status = self.supervisor_status()
         if status is None:
             return []
-        return [
-            f"{model}: stub restarted {count}x (last recovery {status.last_restart[model]}s)"
-            for model, count in sorted(status.restarts.items())
-        ]
+        lines = []
+        for model, count in sorted(status.restarts.items()):
+            took = status.last_restart.get(model)
+            took_text = f"{took}s" if took is not None else "in progress"
+            what = "tritonserver restarted" if model == "server" else f"{model}: stub restarted"
+            lines.append(f"{what} {count}x (last recovery {took_text})")
+        return lines
 
     def log_tail(self, state: ServerState | None = None, lines: int = 25) -> str:
         path = Path(state.log_path) if state else self.log_dir / "tritonserver.log"

@@ -35,6 +35,7 @@ class LaunchSpec:
     log_path: str
     http_url: str
     status_path: str  # where the supervisor reports (SupervisorStatus)
+    on_stub_crash: str = "reload"  # "reload" the model, or "restart" the whole server
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Supervisor:
         self.stopping = False
         self.seen: dict[int, Stub] = {}
         self.suspects: dict[int, tuple[Stub, int]] = {}  # vanished stub -> polls since
+        self._restart_started: float | None = None
 
     def write_status(self) -> None:
         path = Path(self.spec.status_path)
@@ -94,6 +96,18 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        while True:
+            proc = self._spawn()
+            if not self._watch(proc):
+                break
+            self._restart_server(proc)
+        if not self.stopping:
+            self.status.exit = describe_exit(proc.returncode)
+            self.status.exited_at = time.time()
+            self.write_status()
+        return 0
+
+    def _spawn(self) -> subprocess.Popen:
         with open(self.spec.log_path, "ab") as log:
             proc = subprocess.Popen(
                 self.spec.command, stdout=log, stderr=subprocess.STDOUT,
@@ -101,17 +115,62 @@ class Supervisor:
             )  # fmt: skip
         self.status.triton_pid = proc.pid
         self.write_status()
+        self.seen, self.suspects = {}, {}
+        return proc
+
+    def _watch(self, proc: subprocess.Popen) -> bool:
+        """Watch until the server exits (False) or must be restarted (True)."""
         server = psutil.Process(proc.pid)
         with httpx.Client(base_url=self.spec.http_url, timeout=30.0) as client:
             while proc.poll() is None:
                 if not self.stopping:
-                    self._restart_crashed_stubs(server, client)
+                    crashed = self._crashed_models(server, client)
+                    if crashed and self.spec.on_stub_crash == "restart":
+                        return True
+                    for model in crashed:
+                        self._reload(model, client)
                 time.sleep(POLL_S)
-        if not self.stopping:
-            self.status.exit = describe_exit(proc.returncode)
-            self.status.exited_at = time.time()
+        return False
+
+    def _restart_server(self, proc: subprocess.Popen) -> None:
+        """Kill the server and its stubs and start it again.
+
+        Requests in flight on a dead stub never get an answer from Triton; dropping
+        their connections turns that hang into an immediate error for the client.
+        """
+        from edgectl.server import clean_stale_shm  # server imports this module
+
+        started = time.monotonic()
+        print(f"{time.strftime('%H:%M:%S')} a stub died; restarting tritonserver", flush=True)
+        members = [psutil.Process(proc.pid)]
+        try:
+            members += members[0].children(recursive=True)
+        except psutil.Error:
+            pass
+        for member in members:
+            try:
+                member.kill()
+            except psutil.Error:
+                pass
+        proc.wait()
+        psutil.wait_procs(members, timeout=10)
+        clean_stale_shm()
+        self.status.restarts["server"] = self.status.restarts.get("server", 0) + 1
+        self._restart_started = started
+
+    def _on_ready(self, client: httpx.Client) -> None:
+        """Record how long a server restart took, once the new server is ready."""
+        started = self._restart_started
+        if started is None:
+            return
+        try:
+            ready = client.get("/v2/health/ready").status_code == 200
+        except httpx.HTTPError:
+            ready = False
+        if ready:
+            self.status.last_restart["server"] = round(time.monotonic() - started, 2)
+            self._restart_started = None
             self.write_status()
-        return 0
 
     def _on_term(self, signum: int, frame: object) -> None:
         self.stopping = True  # the server gets the same signal from the group; wait for it
@@ -123,17 +182,18 @@ class Supervisor:
             return set()
         return {m["name"] for m in index if m.get("state") == "READY"}
 
-    def _restart_crashed_stubs(self, server: psutil.Process, client: httpx.Client) -> None:
-        """Reload a model whose stub died: its shm region is left behind and it stays READY.
+    def _crashed_models(self, server: psutil.Process, client: httpx.Client) -> set[str]:
+        """READY models whose stub died: its shm region is left behind.
 
         When a user unloads a model, Triton finalizes the stub and removes its
         shared-memory region; a killed stub leaves the region in place and the
         model still READY (Triton does not notice until the next request).
         """
+        self._on_ready(client)
         try:
             live = live_stubs(server)
         except psutil.Error:
-            return
+            return set()
         for pid, stub in self.seen.items():
             if pid not in live:
                 self.suspects[pid] = (stub, 0)
@@ -143,6 +203,7 @@ class Supervisor:
                     f"(shm region {'kept' if kept else 'removed'})",
                     flush=True,
                 )
+        self.seen = live
         crashed: set[str] = set()
         for pid, (stub, polls) in list(self.suspects.items()):
             if not (SHM_DIR / stub.shm_region).exists():
@@ -152,12 +213,7 @@ class Supervisor:
                 crashed.add(stub.model)
             else:
                 self.suspects[pid] = (stub, polls + 1)
-        if crashed:
-            ready = self._ready_models(client)
-            for model in sorted(crashed & ready):
-                self._reload(model, client)
-            live = live_stubs(server)
-        self.seen = live
+        return crashed & self._ready_models(client) if crashed else set()
 
     def _reload(self, model: str, client: httpx.Client) -> None:
         started = time.monotonic()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +106,52 @@ def test_a_killed_server_is_reported_and_redeploys_cleanly(
     assert server.stop()
     assert not stub_processes(Path(fault_config.server.workdir))
     assert shm_regions() <= shm_before
+
+
+@pytest.fixture(scope="module")
+def restarting_server(
+    built_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    config = server_config(tmp_path_factory.mktemp("restart"), built_artifact)
+    config.server.on_stub_crash = "restart"
+    state = deploy_local(config, progress=lambda message: None)
+    try:
+        yield LiveServer(config, state)
+    finally:
+        LocalTriton(config.server).stop()
+
+
+def test_restart_policy_fails_in_flight_requests_at_once(restarting_server: LiveServer) -> None:
+    server = LocalTriton(restarting_server.config.server)
+    outcome: dict = {}
+
+    def long_stream() -> None:
+        request = GenerateRequest("Tell me a long story.", 250, stream=True, end_id=49151)
+        try:
+            for _ in restarting_server.client.generate("ensemble", request, "grpc"):
+                outcome.setdefault("streaming", time.monotonic())
+            outcome["result"] = "completed"
+        except EdgectlError as err:
+            outcome["result"] = str(err)
+        outcome["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=long_stream)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while "streaming" not in outcome:
+        assert time.monotonic() < deadline, "the stream never started"
+        time.sleep(0.05)
+    engine_stub(Path(restarting_server.config.server.workdir)).send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    thread.join(timeout=30)
+    assert outcome["result"] != "completed"
+    assert "within client.timeout_s" not in outcome["result"]  # an error, not a timeout
+    assert outcome["ended"] - killed_at < 5
+    state = server.running()
+    deadline = killed_at + 30
+    while state is None or not answers(LiveServer(restarting_server.config, state)):
+        assert time.monotonic() < deadline, "the server did not come back"
+        time.sleep(0.2)
+        state = server.running()
+    assert state.pid != restarting_server.state.pid
+    assert server.recovery_summary()[0].startswith("tritonserver restarted 1x")
