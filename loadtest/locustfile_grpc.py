@@ -19,7 +19,7 @@ grpc_gevent.init_gevent()
 from tritonclient.grpc import InferResult, service_pb2_grpc  # noqa: E402
 from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
 
-from edgectl.client import _grpc_inputs  # noqa: E402
+from edgectl.client import grpc_inputs  # noqa: E402
 from edgectl.locust_user import LlmUser  # noqa: E402
 
 
@@ -36,7 +36,7 @@ class GrpcStreamUser(LlmUser):
 
     def stream(self, inputs: dict[str, Any]) -> Iterator[str]:
         request = _get_inference_request(
-            model_name=self.spec.model, inputs=_grpc_inputs(inputs), model_version="",
+            model_name=self.spec.model, inputs=grpc_inputs(inputs), model_version="",
             request_id="", outputs=None, sequence_id=0, sequence_start=False,
             sequence_end=False, priority=0, timeout=None, parameters=None,
         )  # fmt: skip

@@ -6,12 +6,12 @@ step spec (--edgectl-spec).  One keep-alive connection pool per user.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
+from edgectl.client import iter_generate_text
 from edgectl.locust_user import LlmUser
 
 
@@ -29,15 +29,4 @@ class HttpSseUser(LlmUser):
         endpoint = "generate_stream" if inputs["stream"] else "generate"
         path = f"/v2/models/{self.spec.model}/{endpoint}"
         with self._http.stream("POST", path, json=inputs) as response:
-            if response.status_code != 200:
-                raise RuntimeError(f"HTTP {response.status_code}: {response.read().decode()[:300]}")
-            if not inputs["stream"]:
-                yield json.loads(response.read())["text_output"]
-                return
-            for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                event = json.loads(line[5:])
-                if "error" in event:
-                    raise RuntimeError(event["error"])
-                yield event.get("text_output", "")
+            yield from iter_generate_text(response, inputs["stream"])

@@ -84,7 +84,28 @@ _GRPC_TYPES = {
 }
 
 
-def _grpc_inputs(values: dict[str, Any]):
+def iter_generate_text(response: httpx.Response, stream: bool) -> Iterator[str]:
+    """Text pieces of a ``generate`` (JSON) or ``generate_stream`` (SSE) response.
+
+    Errors, as an HTTP status or as an SSE error event, raise EdgectlError.
+    """
+    if response.status_code != 200:
+        response.read()
+        raise EdgectlError(_http_error(response))
+    if not stream:
+        response.read()
+        yield response.json()["text_output"]
+        return
+    for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        event = json.loads(line[5:])
+        if "error" in event:
+            raise EdgectlError(f"server error: {event['error']}")
+        yield event.get("text_output", "")
+
+
+def grpc_inputs(values: dict[str, Any]):
     import tritonclient.grpc as grpcclient
 
     tensors = []
@@ -127,20 +148,7 @@ class TritonClient:
         try:
             with httpx.Client(timeout=self.timeout_s) as client:
                 with client.stream("POST", url, json=request.inputs()) as response:
-                    if response.status_code != 200:
-                        response.read()
-                        raise EdgectlError(_http_error(response))
-                    if not request.stream:
-                        response.read()
-                        yield response.json()["text_output"]
-                        return
-                    for line in response.iter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        event = json.loads(line[5:])
-                        if "error" in event:
-                            raise EdgectlError(f"server error: {event['error']}")
-                        yield event.get("text_output", "")
+                    yield from iter_generate_text(response, request.stream)
         except httpx.HTTPError as err:
             raise EdgectlError(f"cannot reach {self.http_url}: {err}") from None
 
@@ -153,7 +161,7 @@ class TritonClient:
         try:
             client.start_stream(callback=lambda result, error: responses.put((result, error)))
             client.async_stream_infer(
-                model, _grpc_inputs(request.inputs()), enable_empty_final_response=True
+                model, grpc_inputs(request.inputs()), enable_empty_final_response=True
             )
             while True:
                 try:

@@ -60,6 +60,7 @@ class EngineConfig(_Strict):
     exclude_input_in_output: bool = True
     max_request_seconds: float = Field(600.0, gt=0)
     preprocessing_instances: int = Field(1, ge=1, le=16)
+    preprocessing_dynamic_batching: bool = True
     preprocessing_queue_delay_us: int = Field(100, ge=0)
 
 

@@ -221,7 +221,8 @@ def breakdown_tables(summary: dict[str, Any]) -> list[str]:
         "the remainder: prefill, decode and any wait for a batch slot.  When streaming, "
         "detokenization runs once per response while the engine generates the next tokens; "
         "only its last call is on the critical path (the rest is the overlapped row).  "
-        "Client latency minus the total is transport and client time.",
+        "Client latency minus the total is transport and client time (Triton's statistics "
+        "also count the step's warm-up requests; the client's do not).",
         "",
     ]
     return lines
@@ -287,13 +288,12 @@ def plot(summary: dict[str, Any], run_dir: Path) -> list[str]:
         (axes[0], "time_to_first_token", "Time to first token"),
         (axes[1], "request_latency", "Request latency"),
     ):
-        for variant in _variants(summary):
+        for index, variant in enumerate(_variants(summary)):  # one colour per variant
             steps = [s for s in _steps_of(summary, variant) if s["metrics"].get(metric)]
             x = [s["level"] for s in steps]
             for stat, style in (("p50", "-o"), ("p90", "--s"), ("p99", ":^")):
-                ax.plot(
-                    x, [_stat(s, metric, stat) for s in steps], style, label=f"{variant} {stat}"
-                )
+                values = [_stat(s, metric, stat) for s in steps]
+                ax.plot(x, values, style, color=f"C{index}", label=f"{variant} {stat}")
         _axes(ax, title, xlabel, "ms", log_x)
     fig.tight_layout()
     fig.savefig(run_dir / LATENCY_PLOT, dpi=110)

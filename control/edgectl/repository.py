@@ -87,7 +87,12 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         "exclude_input_in_output": flag(engine.exclude_input_in_output),
         "max_request_seconds": f"{engine.max_request_seconds:g}",
         "preprocessing_instances": str(engine.preprocessing_instances),
-        "preprocessing_queue_delay_us": str(engine.preprocessing_queue_delay_us),
+        "preprocessing_dynamic_batching": (
+            "dynamic_batching { max_queue_delay_microseconds: "
+            f"{engine.preprocessing_queue_delay_us} }}"
+            if engine.preprocessing_dynamic_batching
+            else ""
+        ),
         # tensorrt_llm-only knobs (GPU template)
         "engine_queue_delay_us": "0",
         "batch_scheduler_policy": "guaranteed_no_evict",

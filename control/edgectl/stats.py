@@ -140,14 +140,18 @@ def compute_breakdown(
         return None
     first = times.get(steps[0], ModelTimes())
     last = times.get(steps[-1], ModelTimes())
-    queued = sum(times.get(name, ModelTimes()).ns("queue") for name in [ensemble, *steps])
+    queues = {name: times.get(name, ModelTimes()).ns("queue") for name in [ensemble, *steps]}
+    queued = sum(queues.values())
     ms = 1e-6 / requests  # ns summed over requests -> ms per request
     total_ms = total.ns("success") * ms
     detok_ms = last.compute_ns * ms
     calls = last.executions / requests
     critical_detok = detok_ms / calls if calls > 1 else detok_ms  # streaming: the last call
     measured = {
-        "queueing": (queued * ms, "Triton scheduler queues of every step"),
+        "queueing": (
+            queued * ms,
+            "Triton queues: " + ", ".join(f"{n} {ns * ms:.1f}" for n, ns in queues.items() if ns),
+        ),
         "tokenization": (first.compute_ns * ms, _batching(first)),
         "detokenization": (
             critical_detok,

@@ -57,6 +57,7 @@ def test_streaming_breakdown_adds_up_and_separates_overlapped_detokenization() -
     assert result.requests == 10
     assert result.total_ms == pytest.approx(400.0)
     assert stages["queueing"].ms == pytest.approx(2.0)  # (1 + 10 + 4 + 5) / 10
+    assert "preprocessing 1.0, tensorrt_llm 0.4" in stages["queueing"].detail
     assert stages["tokenization"].ms == pytest.approx(2.0)
     assert "avg batch 2.00" in stages["tokenization"].detail
     # 64 ms of detokenization per request in 64 calls: only the last call is critical.

@@ -294,3 +294,14 @@ def test_config_name_must_match_its_folder(tmp_path):
 def test_unknown_config_field_is_an_error(tmp_path):
     with pytest.raises(EdgectlError, match="not a valid Triton model config"):
         render_template(tmp_path, 'name: "${name}"\nmax_batch: 4\n')
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_preprocessing_dynamic_batching_can_be_switched_off(tmp_path: Path, enabled: bool) -> None:
+    engine = ENGINE.model_copy(
+        update={"preprocessing_dynamic_batching": enabled, "preprocessing_queue_delay_us": 250}
+    )
+    config = load_configs(render(tmp_path, served(), engine=engine))["preprocessing"]
+    assert config.HasField("dynamic_batching") is enabled
+    if enabled:
+        assert config.dynamic_batching.max_queue_delay_microseconds == 250
