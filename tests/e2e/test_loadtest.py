@@ -88,6 +88,17 @@ def test_grpc_sweep_measures_every_metric(live_server: LiveServer, tmp_path: Pat
         assert (tmp_path / "run" / plot).stat().st_size > 10_000
 
 
+def server_overrides(live_server: LiveServer) -> list[str]:
+    """CLI options that point edgectl at the session's server."""
+    state = live_server.state
+    return [
+        "--set", f"server.workdir={live_server.config.server.workdir}",
+        "--set", f"server.http_port={state.http_port}",
+        "--set", f"server.grpc_port={state.grpc_port}",
+        "--set", f"server.metrics_port={state.metrics_port}",
+    ]  # fmt: skip
+
+
 def test_cli_http_sse_run(live_server: LiveServer, tmp_path: Path) -> None:
     profile = tmp_path / "p.yaml"
     profile.write_text(json.dumps({"name": "cli", **SHORT, "concurrency": [2]}))
@@ -95,10 +106,7 @@ def test_cli_http_sse_run(live_server: LiveServer, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli,
         [
-            "--set", f"server.workdir={live_server.config.server.workdir}",
-            "--set", f"server.http_port={state.http_port}",
-            "--set", f"server.grpc_port={state.grpc_port}",
-            "--set", f"server.metrics_port={state.metrics_port}",
+            *server_overrides(live_server),
             "--set", f"model.artifact={live_server.config.model.artifact}",
             "loadtest", "--profile", str(profile), "--out", str(tmp_path / "out"),
             "--target", f"http://127.0.0.1:{state.http_port}",
@@ -137,14 +145,10 @@ def test_rejected_requests_are_failures_not_crashes(
 def test_status_breakdown(live_server: LiveServer) -> None:
     request = GenerateRequest("Hello", max_tokens=4, stream=True, end_id=UNUSED_END_ID)
     assert list(live_server.client.generate("ensemble", request, "grpc"))
-    state = live_server.state
     result = CliRunner().invoke(
         cli,
         [
-            "--set", f"server.workdir={live_server.config.server.workdir}",
-            "--set", f"server.http_port={state.http_port}",
-            "--set", f"server.grpc_port={state.grpc_port}",
-            "--set", f"server.metrics_port={state.metrics_port}",
+            *server_overrides(live_server),
             "status", "--breakdown",
         ],
     )  # fmt: skip
