@@ -38,9 +38,9 @@ class Preprocessor:
 
     @classmethod
     def from_dir(cls, tokenizer_dir: Path, limits: PreprocessLimits, end_id: int, pad_id: int):
-        from transformers import AutoTokenizer
+        from edgectl.serving.chat_tokenizer import ChatTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(str(tokenizer_dir)), limits, end_id, pad_id)
+        return cls(ChatTokenizer.from_dir(tokenizer_dir), limits, end_id, pad_id)
 
     def _encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
