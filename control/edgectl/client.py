@@ -157,6 +157,7 @@ class TritonClient:
         from tritonclient.utils import InferenceServerException
 
         responses: queue.Queue = queue.Queue()
+        completed = False
         client = grpcclient.InferenceServerClient(self.grpc_url)
         try:
             client.start_stream(callback=lambda result, error: responses.put((result, error)))
@@ -178,11 +179,15 @@ class TritonClient:
                         yield item.decode("utf-8") if isinstance(item, bytes) else str(item)
                 final = message.parameters.get("triton_final_response")
                 if final is not None and final.bool_param:
+                    completed = True
                     return
         except InferenceServerException as err:
             raise EdgectlError(f"cannot reach {self.grpc_url}: {err.message()}") from None
         finally:
-            client.stop_stream(cancel_requests=True)
+            # Cancel only a request we abandon (error, timeout, caller stopped reading):
+            # cancelling one that just completed can leave the ensemble counting it as
+            # in flight, which blocks a later unload.
+            client.stop_stream(cancel_requests=not completed)
             client.close()
 
     # -- repository API ----------------------------------------------------------
