@@ -45,12 +45,7 @@ def render_for(config: EdgectlConfig) -> Path:
 
 def deploy_local(config: EdgectlConfig, progress: Callable[[str], None]) -> ServerState:
     server = LocalTriton(config.server)
-    state = server.running()
-    if state is not None:
-        raise EdgectlError(
-            f"a server is already running (pid {state.pid}, http {state.http_url}); "
-            "run `edgectl stop` first"
-        )
+    server.refuse_if_running()  # before rendering over the repository it serves
     repository = render_for(config)
     progress(f"rendered model repository at {repository}")
     return server.start(repository, [config.model.name], progress)

@@ -197,16 +197,20 @@ class LocalTriton:
             pass
         return None
 
-    def start(
-        self, repository: Path, models: list[str], progress=lambda message: None
-    ) -> ServerState:
-        c = self.config
+    def refuse_if_running(self) -> None:
+        """A second server on the same work dir would overwrite the first one's state."""
         current = self.running()
         if current is not None:
             raise EdgectlError(
                 f"a server is already running (pid {current.pid}, http {current.http_url}); "
                 "run `edgectl stop` first"
             )
+
+    def start(
+        self, repository: Path, models: list[str], progress=lambda message: None
+    ) -> ServerState:
+        c = self.config
+        self.refuse_if_running()
         self._cleanup(None)  # stale state from a crash
         for name, port in (
             ("http_port", c.http_port),
