@@ -20,12 +20,12 @@ from pathlib import Path
 from edgectl.checkpoint import embedded_gguf_path, hf_checkpoint_from_gguf
 from edgectl.config import cache_dir
 from edgectl.errors import EdgectlError
-from edgectl.recipe import EMBEDDED_SOURCE, Recipe
+from edgectl.recipe import EMBEDDED_SOURCE, Recipe, check_against_model
 
 MANIFEST = "manifest.json"
 # Tool versions recorded in the manifest; the engine step refuses a mismatch at load time.
 RUNTIME_TOOLS = ("openvino", "openvino-genai", "openvino-tokenizers")
-BUILD_TOOLS = ("optimum-intel", "nncf", "transformers", "torch")
+BUILD_TOOLS = ("optimum-intel", "nncf", "nvidia-modelopt", "transformers", "torch")
 
 Progress = Callable[[str], None]
 
@@ -91,20 +91,27 @@ def _run_logged(command: list[str], log_path: Path) -> None:
         raise EdgectlError(f"{command[2]} failed (exit {result.returncode}); last lines:\n{tail}")
 
 
-def export_openvino(recipe: Recipe, checkpoint: Path, out: Path) -> None:
+# Until cpu_export lands: the weight-only formats optimum-cli can express.
+_OPTIMUM_FORMATS = {"fp32": "fp32", "fp16": "fp16", "int8_wo": "int8", "int4_wo": "int4"}
+
+
+def export_openvino(recipe: Recipe, checkpoint: Path, out: Path, progress: Progress) -> dict:
     """optimum-intel's exporter: stateful OpenVINO IR + OpenVINO tokenizers, NNCF weights."""
-    cpu = recipe.cpu
+    precision = recipe.precision
+    if precision.weights not in _OPTIMUM_FORMATS:
+        raise EdgectlError(f"cpu target: precision.weights {precision.weights} is not supported")
     command = [
         sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino",
         "--model", str(checkpoint),
         "--task", "text-generation-with-past",
-        "--weight-format", cpu.weight_format,
+        "--weight-format", _OPTIMUM_FORMATS[precision.weights],
     ]  # fmt: skip
-    if cpu.weight_format == "int4":
-        command += ["--group-size", str(cpu.group_size), "--ratio", str(cpu.ratio)]
+    if precision.weights == "int4_wo":
+        command += ["--group-size", str(precision.group_size), "--ratio", str(recipe.cpu.ratio)]
     command.append(str(out))
     out.mkdir(parents=True)
     _run_logged(command, out / "build.log")
+    return {"weights": precision.weights, "group_size": precision.group_size}
 
 
 def _serving_ids(checkpoint: Path) -> dict[str, int]:
@@ -119,43 +126,51 @@ def _serving_ids(checkpoint: Path) -> dict[str, int]:
     return {"end_id": int(end_id), "pad_id": int(end_id if pad_id is None else pad_id)}
 
 
-def build(
+def _hashed_files(folder: Path) -> dict[str, dict]:
+    """Every artifact file (recursively) with its size and hash; logs are not artifacts."""
+    return {
+        str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix != ".log" and "model_repository" not in path.parts
+    }
+
+
+def _build_atomically(
     recipe: Recipe,
-    out: Path | None = None,
-    force: bool = False,
-    progress: Progress = lambda message: None,
+    target: Path,
+    force: bool,
+    progress: Progress,
+    produce: Callable[[Path, Path], dict],
 ) -> BuildResult:
-    """Build the recipe's CPU artifact (reused when already built from the same recipe)."""
-    target = artifact_dir(recipe, out)
+    """Run ``produce(checkpoint, partial_dir)`` and publish its folder only when complete.
+
+    ``produce`` returns the target-specific manifest fields; the common ones (recipe,
+    source hashes, tool versions, artifact hashes) are added here.
+    """
     if target.is_dir() and not force:
         manifest = read_manifest(target)
         if manifest.get("recipe") == recipe.model_dump():
             return BuildResult(target, manifest, reused=True)
     started = time.monotonic()
     checkpoint = source_checkpoint(recipe, progress)
+    check_against_model(recipe, json.loads((checkpoint / "config.json").read_text("utf-8")))
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        progress(f"exporting {recipe.cpu.weight_format} OpenVINO model (optimum-intel + NNCF)")
-        export_openvino(recipe, checkpoint, partial)
+        fields = produce(checkpoint, partial)
         progress("hashing artifacts and writing the manifest")
-        files = {
-            p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(partial.iterdir())
-            if p.is_file() and p.name != "build.log"
-        }
-        weights = sorted(checkpoint.glob("*.safetensors"))
         manifest = {
             "recipe": recipe.model_dump(),
-            "engine": "openvino_continuous_batching",
+            **fields,
             "source": {
                 "checkpoint": str(checkpoint),
-                "weights_sha256": {p.name: sha256_file(p) for p in weights},
+                "weights_sha256": {
+                    p.name: sha256_file(p) for p in sorted(checkpoint.glob("*.safetensors"))
+                },
             },
             "serving": _serving_ids(checkpoint),
-            "runtime_tools": tool_versions(RUNTIME_TOOLS),
             "build_tools": tool_versions(BUILD_TOOLS),
-            "artifacts": files,
+            "artifacts": _hashed_files(partial),
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -165,3 +180,131 @@ def build(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return BuildResult(target, manifest, reused=False)
+
+
+def build(
+    recipe: Recipe,
+    out: Path | None = None,
+    force: bool = False,
+    progress: Progress = lambda message: None,
+) -> BuildResult:
+    """Build the recipe's CPU artifact (reused when already built from the same recipe)."""
+
+    def produce(checkpoint: Path, partial: Path) -> dict:
+        progress(f"exporting the {recipe.precision.weights} OpenVINO model (NNCF)")
+        quantization = export_openvino(recipe, checkpoint, partial, progress)
+        return {
+            "engine": "openvino_continuous_batching",
+            "quantization": quantization,
+            "runtime_tools": tool_versions(RUNTIME_TOOLS),
+        }
+
+    return _build_atomically(recipe, artifact_dir(recipe, out), force, progress, produce)
+
+
+def trtllm_dir(recipe: Recipe, out: Path | None = None) -> Path:
+    return (out or cache_dir() / "models") / f"{recipe.name}.trtllm"
+
+
+def build_trtllm(
+    recipe: Recipe,
+    out: Path | None = None,
+    force: bool = False,
+    progress: Progress = lambda message: None,
+) -> BuildResult:
+    """TensorRT-LLM checkpoint (modelopt, on CPU) + the engine build, run or planned."""
+    from edgectl.trtllm_checkpoint import write_checkpoint
+    from edgectl.trtllm_plan import CHECKPOINT_DIR, plan_engine_build
+
+    final = trtllm_dir(recipe, out)
+
+    def produce(checkpoint: Path, partial: Path) -> dict:
+        quantization = write_checkpoint(recipe, checkpoint, partial / CHECKPOINT_DIR, progress)
+        copy_tokenizer(checkpoint, partial / "tokenizer")
+        progress("writing the trtllm-build plan")
+        plan = plan_engine_build(recipe, partial)
+        render_trtllm_repository(recipe, partial, final, _serving_ids(checkpoint))
+        return {
+            "engine": "tensorrt_llm",
+            "quantization": quantization,
+            "engine_build": {
+                "command": plan.command,
+                "status": "built" if plan.ran else "pending: needs a GPU node with TensorRT-LLM",
+                "image": recipe.trtllm.image,
+            },
+            "runtime_tools": {"tensorrt_llm": tool_versions(("tensorrt-llm",))["tensorrt-llm"]},
+        }
+
+    return _build_atomically(recipe, final, force, progress, produce)
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "config.json",
+)
+
+
+def copy_tokenizer(checkpoint: Path, out: Path) -> None:
+    """What the pre/postprocessing steps load (tokenizer.json + chat template)."""
+    out.mkdir(parents=True)
+    for name in TOKENIZER_FILES:
+        if (checkpoint / name).is_file():
+            shutil.copy2(checkpoint / name, out / name)
+
+
+def render_trtllm_repository(
+    recipe: Recipe, folder: Path, served_from: Path, serving: dict[str, int]
+) -> Path:
+    """The Triton repository for the engine, with limits equal to the engine's own.
+
+    Written into ``folder`` (the build's staging dir) with paths under ``served_from``.
+    """
+    from edgectl.config import EngineConfig
+    from edgectl.repository import ServedModel, render_repository
+
+    target = recipe.trtllm
+    engine = EngineConfig(
+        max_batch_size=target.max_batch_size,
+        max_input_len=target.max_input_len,
+        max_output_len=target.max_seq_len - target.max_input_len,
+        max_num_seqs=target.max_batch_size,
+        max_num_tokens=max(16, target.max_num_tokens),
+        enable_kv_cache_reuse=target.serving.enable_kv_cache_reuse,
+    )
+    model = ServedModel(
+        name="ensemble",
+        engine="trtllm",
+        engine_dir=served_from / "engine",
+        tokenizer_dir=served_from / "tokenizer",
+        end_id=serving["end_id"],
+        pad_id=serving["pad_id"],
+    )
+    serving_values = {
+        "batch_scheduler_policy": target.serving.batch_scheduler_policy,
+        "kv_cache_free_gpu_mem_fraction": f"{target.serving.kv_cache_free_gpu_mem_fraction:g}",
+        "engine_queue_delay_us": str(target.serving.max_queue_delay_microseconds),
+        "engine_instance_count": str(target.serving.instance_count),
+    }
+    return render_repository([model], engine, folder / "model_repository", serving_values)
+
+
+def build_targets(
+    recipe: Recipe,
+    targets: list[str] | None = None,
+    out: Path | None = None,
+    force: bool = False,
+    progress: Progress = lambda message: None,
+) -> dict[str, BuildResult]:
+    """Build each requested target of the recipe (default: all it lists)."""
+    chosen = targets or list(recipe.targets)
+    unknown = [t for t in chosen if t not in recipe.targets]
+    if unknown:
+        raise EdgectlError(
+            f"--target {', '.join(unknown)}: recipe {recipe.name} lists targets {recipe.targets}"
+        )
+    builders = {"cpu": build, "trtllm": build_trtllm}
+    return {t: builders[t](recipe, out=out, force=force, progress=progress) for t in chosen}

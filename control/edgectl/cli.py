@@ -71,29 +71,80 @@ def cli(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...]
     ctx.obj = _Context(config_path, overrides)
 
 
+REPORT_RECIPES = Path("build/report")
+
+
 @cli.command()
-@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("recipes", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--target", "targets", multiple=True, type=click.Choice(["cpu", "trtllm"]),
+    help="Build only this target of the recipe (repeatable; default: the recipe's targets).",
+)  # fmt: skip
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Parent directory for the artifact (default: the edgectl cache).",
+    help="Parent directory for the artifacts (default: the edgectl cache).",
 )
 @click.option("--force", is_flag=True, help="Rebuild even if the same recipe was built before.")
-def build(recipe: Path, out: Path | None, force: bool) -> None:
-    """Build RECIPE (a build/*.yaml file) into a servable artifact.
+@click.option(
+    "--report", is_flag=True,
+    help="Build every recipe (default: build/report/*.yaml) and write the size/quality table.",
+)  # fmt: skip
+@click.option(
+    "--report-out", type=click.Path(path_type=Path, file_okay=False),
+    default=REPORT_RECIPES / "results", show_default=True,
+    help="Where --report writes report.md, report.csv and report.png.",
+)  # fmt: skip
+def build(
+    recipes: tuple[Path, ...],
+    targets: tuple[str, ...],
+    out: Path | None,
+    force: bool,
+    report: bool,
+    report_out: Path,
+) -> None:
+    """Build RECIPE (a build/*.yaml file) for each of its targets.
 
-    Converts the source checkpoint, quantizes it for the CPU engine step and
-    writes a manifest (tool versions, hashes). Reuses a finished build of the
-    same recipe unless --force.
+    cpu: the OpenVINO model the CPU engine step serves (NNCF quantization).
+    trtllm: a TensorRT-LLM checkpoint quantized here with NVIDIA Model Optimizer,
+    then `trtllm-build` -- run when TensorRT-LLM is installed, otherwise written as
+    an executable plan (build_engine.sh and a Kubernetes Job) for a GPU node.
+    Each target gets a manifest (tool versions, hashes) and a rendered Triton
+    repository. A finished build of the same recipe is reused unless --force;
+    an interrupted build leaves nothing a deploy would pick up.
     """
-    from edgectl.builder import build as run_build
+    if report:
+        from edgectl.report import generate_report
+
+        chosen = list(recipes) or sorted(REPORT_RECIPES.glob("*.yaml"))
+        if not chosen:
+            raise click.UsageError(f"--report: no recipes given and none in {REPORT_RECIPES}/")
+        with _console().status("building and measuring the report recipes…"):
+            path = generate_report(chosen, report_out, _progress)
+        click.echo(f"report written to {path}")
+        return
+    if not recipes:
+        raise click.UsageError("give a RECIPE (e.g. build/smollm2-135m-int8.yaml) or --report")
+    from edgectl.builder import build_targets
     from edgectl.recipe import load_recipe
 
-    with _console().status("building…"):
-        result = run_build(load_recipe(recipe), out=out, force=force, progress=_progress)
-    size = sum(item["bytes"] for item in result.manifest["artifacts"].values())
-    verb = "reused" if result.reused else "built"
-    click.echo(f"{verb} {result.artifact} ({size / 1e6:.1f} MB)")
+    for recipe_path in recipes:
+        recipe = load_recipe(recipe_path)
+        with _console().status(f"building {recipe.name}…"):
+            results = build_targets(
+                recipe, list(targets) or None, out=out, force=force, progress=_progress
+            )
+        for target, result in results.items():
+            size = sum(item["bytes"] for item in result.manifest["artifacts"].values())
+            verb = "reused" if result.reused else "built"
+            click.echo(f"{verb} {target}: {result.artifact} ({size / 1e6:.1f} MB)")
+            engine_build = result.manifest.get("engine_build")
+            if engine_build and engine_build["status"] != "built":
+                click.echo(
+                    "  TensorRT-LLM is not installed here: the engine compile is pending a GPU.\n"
+                    f"  run {result.artifact}/build_engine.sh in the TensorRT-LLM container, or\n"
+                    f"  kubectl apply -f {result.artifact}/engine-build-job.yaml"
+                )
 
 
 _TARGET = click.option(
@@ -386,6 +437,58 @@ def loadtest(
     click.echo(f"report: {run_dir / 'report.md'}")
     if any(step["metrics"]["failure_count"] for step in summary["steps"]):
         sys.exit(1)
+
+
+@cli.group()
+def timeslice() -> None:
+    """Share one device among several models: weighted slots, or swapping (issue 5)."""
+
+
+@timeslice.command("apply")
+@click.argument("policy_path", metavar="POLICY", type=click.Path(path_type=Path, dir_okay=False))
+@pass_context
+def timeslice_apply(ctx: _Context, policy_path: Path) -> None:
+    """Put the time-slicing POLICY (YAML) in force on the local server (started if down)."""
+    from edgectl.timeslice import service
+    from edgectl.timeslice.policy import load_policy
+
+    record = service.apply(load_policy(policy_path), ctx.config, _progress)
+    click.echo(
+        f"policy {record['policy']['name']} in force ({record['mode']}): "
+        + ", ".join(record["models"])
+    )
+
+
+@timeslice.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the full status as JSON.")
+@pass_context
+def timeslice_status(ctx: _Context, as_json: bool) -> None:
+    """Configured vs achieved share, slot length, waits, queue depth and memory per model."""
+    import json
+
+    from edgectl.timeslice import service
+
+    report = service.status(ctx.config)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(service.format_status(report))
+    if report["policy"] is None:
+        sys.exit(3)
+
+
+@timeslice.command("off")
+@pass_context
+def timeslice_off(ctx: _Context) -> None:
+    """Lift the policy: every model runs freely again; models it unloaded come back."""
+    from edgectl.timeslice import service
+
+    result = service.off(ctx.config, _progress)
+    if result["policy"] is None:
+        click.echo("no time-slicing policy was in force")
+        return
+    reloaded = f"; reloaded {', '.join(result['reloaded'])}" if result["reloaded"] else ""
+    click.echo(f"policy {result['policy']} ({result['mode']}) lifted{reloaded}")
 
 
 def main() -> None:

@@ -69,6 +69,8 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         "end_id": str(model.end_id),
         "pad_id": str(model.pad_id),
         "cancel_dir": str(run_dir / "cancel" / model.name) if forwards_cancel else "",
+        # The co-resident time-slicing board every CPU engine step consults (timeslice.slots).
+        "timeslice_dir": str(run_dir / "timeslice"),
         "engine_cancel_output": (
             'output_map { key: "request_key" value: "_REQUEST_KEY" }' if forwards_cancel else ""
         ),
@@ -95,6 +97,7 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         ),
         # tensorrt_llm-only knobs (GPU template)
         "engine_queue_delay_us": "0",
+        "engine_instance_count": "1",
         "batch_scheduler_policy": "guaranteed_no_evict",
         "kv_cache_free_gpu_mem_fraction": "0.9",
         "max_tokens_in_paged_kv_cache": str(engine.max_num_seqs * max_seq),
@@ -117,8 +120,15 @@ def _render_one(template_dir: Path, out_dir: Path, values: dict[str, str]) -> No
     config_path.write_text(text, encoding="utf-8")
 
 
-def render_repository(models: list[ServedModel], engine: EngineConfig, out: Path) -> Path:
+def render_repository(
+    models: list[ServedModel],
+    engine: EngineConfig,
+    out: Path,
+    overrides: dict[str, str] | None = None,
+) -> Path:
     """Render every model's ensemble and steps into ``out`` (replaced atomically).
+
+    ``overrides`` replaces template values (a TensorRT-LLM build's serving parameters).
 
     Run-time scratch (the cancellation board) goes beside ``out`` in ``run/``,
     since a deployed repository may be read-only.
@@ -133,6 +143,7 @@ def render_repository(models: list[ServedModel], engine: EngineConfig, out: Path
             if model.engine not in ENGINE_TEMPLATES:
                 raise EdgectlError(f"model.engine must be one of {sorted(ENGINE_TEMPLATES)}")
             values = template_values(model, engine, out.resolve().parent / "run")
+            values.update(overrides or {})
             names = model.step_names
             for template, name_key in (
                 ("preprocessing", "preprocessing_name"),
