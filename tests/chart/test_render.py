@@ -432,3 +432,27 @@ def test_notes_tell_how_to_reach_the_endpoints(helm, values, expected):
     assert "/v2/models/ensemble/generate" in notes
     assert f"http://{FULLNAME}.{NAMESPACE}.svc:8000" in notes
     assert "no authentication" in notes
+
+
+def test_gpu_engine_build_runs_the_plan_edgectl_build_writes(helm, tmp_path):
+    """The GPU default: run build_engine.sh from the claim, then swap in its repository."""
+    import subprocess
+
+    job = render_with(helm, VARIANTS["gpu"], "modelRepository.source=engineBuild").get("Job")
+    (build,) = job["spec"]["template"]["spec"]["containers"]
+    script = build["args"][2]
+    assert env_of(build)["EDGECTL_PLAN"] == "smollm2-135m-int4-awq.trtllm"
+    assert '"$plan/build_engine.sh"' in script
+    assert 'cp -r "$plan/model_repository" /models/repository.new' in script
+    # Run the same shell text against a fake claim: the plan script and the swap work.
+    plan = tmp_path / "artifacts" / "p.trtllm"
+    (plan / "model_repository" / "ensemble").mkdir(parents=True)
+    (plan / "build_engine.sh").write_text('#!/bin/sh\ntouch "$(dirname "$0")/ran"\n')
+    (plan / "build_engine.sh").chmod(0o755)
+    local = script.replace("/models/", f"{tmp_path}/")
+    result = subprocess.run(
+        ["/bin/bash", "-ec", local], env={"EDGECTL_PLAN": "p.trtllm"}, check=False
+    )
+    assert result.returncode == 0
+    assert (plan / "ran").is_file()
+    assert (tmp_path / "repository" / "ensemble").is_dir()

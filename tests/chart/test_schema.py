@@ -134,7 +134,12 @@ def test_schema_rejects_bad_lists(helm, assignment, message):
 
 
 def test_engine_build_without_a_command_is_refused_on_gpu(helm):
-    error = render_error(helm, VARIANTS["gpu"], "modelRepository.source=engineBuild")
+    error = render_error(
+        helm,
+        VARIANTS["gpu"],
+        "modelRepository.source=engineBuild",
+        json_sets=("modelRepository.engineBuild.command=[]",),
+    )
     assert "at '/modelRepository/engineBuild/command': minItems: got 0, want 1" in error
 
 
