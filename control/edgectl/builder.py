@@ -6,6 +6,8 @@ complete, so an interrupted build never leaves an artifact a deploy would pick u
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
@@ -76,10 +78,10 @@ def source_checkpoint(recipe: Recipe, progress: Progress) -> Path:
             raise EdgectlError(f"source: {path} is not a HF checkpoint directory (no config.json)")
         return path
     target = cache_dir() / "checkpoints" / "smollm2-135m-instruct"
-    if not (target / "config.json").is_file():
-        progress("converting the embedded SmolLM2 GGUF to a HF checkpoint")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        hf_checkpoint_from_gguf(embedded_gguf_path(), target, recipe.eos_token)
+    with _build_lock(target, progress):
+        if not (target / "config.json").is_file():
+            progress("converting the embedded SmolLM2 GGUF to a HF checkpoint")
+            hf_checkpoint_from_gguf(embedded_gguf_path(), target, recipe.eos_token)
     return target
 
 
@@ -147,10 +149,30 @@ def _build_atomically(
     ``produce`` returns the target-specific manifest fields; the common ones (recipe,
     source hashes, tool versions, artifact hashes) are added here.
     """
-    if target.is_dir() and not force:
-        manifest = read_manifest(target)
-        if manifest.get("recipe") == recipe.model_dump():
-            return BuildResult(target, manifest, reused=True)
+    with _build_lock(target, progress):
+        if target.is_dir() and not force:
+            manifest = read_manifest(target)
+            if manifest.get("recipe") == recipe.model_dump():
+                return BuildResult(target, manifest, reused=True)
+        return _build_unlocked(recipe, target, progress, produce)
+
+
+@contextlib.contextmanager
+def _build_lock(target: Path, progress: Progress):
+    """One build of a target at a time: a second one waits, then reuses the first's result."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.with_name(target.name + ".lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"another build of {target.name} is running; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _build_unlocked(
+    recipe: Recipe, target: Path, progress: Progress, produce: Callable[[Path, Path], dict]
+) -> BuildResult:
     started = time.monotonic()
     checkpoint = source_checkpoint(recipe, progress)
     check_against_model(recipe, json.loads((checkpoint / "config.json").read_text("utf-8")))

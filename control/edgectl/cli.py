@@ -477,6 +477,28 @@ def timeslice_status(ctx: _Context, as_json: bool) -> None:
         sys.exit(3)
 
 
+@timeslice.command("board")
+@click.argument("policy_path", metavar="POLICY", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--repository", required=True, type=click.Path(path_type=Path, file_okay=False),
+    help="The rendered model repository the server loads (its engine steps name the board).",
+)  # fmt: skip
+def timeslice_board(policy_path: Path, repository: Path) -> None:
+    """Write a co-resident POLICY's slot board for a server edgectl does not drive.
+
+    Starts and loads nothing (the Helm chart runs it before Triton starts); CPU engine steps
+    follow the board at their next step.
+    """
+    from edgectl.timeslice.board import install_board
+    from edgectl.timeslice.policy import load_policy
+
+    board = install_board(load_policy(policy_path), repository)
+    click.echo(
+        f"slot board {board.board_dir}: "
+        + ", ".join(f"{name} share {spec.share:g}" for name, spec in board.engines.items())
+    )
+
+
 @timeslice.command("off")
 @pass_context
 def timeslice_off(ctx: _Context) -> None:

@@ -172,6 +172,10 @@ class TritonClient:
                         f"no response from {model} within client.timeout_s={self.timeout_s:g}s"
                     ) from None
                 if error is not None:
+                    # An error ends the request: do not cancel it.  Triton 2.51 keeps a
+                    # decoupled request whose stream is cancelled after its final error
+                    # counted in flight, and the model can then never be unloaded.
+                    completed = True
                     raise EdgectlError(f"server error: {error.message()}")
                 message = result.get_response()
                 if message.outputs:

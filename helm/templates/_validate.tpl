@@ -42,32 +42,3 @@
 {{- include "edgectl.validateTimeslice" $v }}
 {{- end }}
 {{- end }}
-
-{{- define "edgectl.validateTimeslice" -}}
-{{- $policy := .timeslice.policy }}
-{{- $names := list }}
-{{- $share := 0 }}
-{{- $memory := 0 }}
-{{- range $model := $policy.models }}
-{{- if has $model.name $names }}
-{{- fail (printf "timeslice.policy.models: %s is listed twice" $model.name) }}
-{{- end }}
-{{- $names = append $names $model.name }}
-{{- $share = add $share $model.share }}
-{{- $memory = add $memory (default 0 $model.memory_mb) }}
-{{- end }}
-{{- if ne (int $share) 100 }}
-{{- fail (printf "timeslice.policy.models: shares are percentages and must total 100, got %d" (int $share)) }}
-{{- end }}
-{{- if eq $policy.mode "coresident" }}
-{{- $budget := int (default 0 $policy.memory_budget_mb) }}
-{{- if and (gt $budget 0) (gt (int $memory) $budget) }}
-{{- fail (printf "timeslice.policy: models need %d MB together but memory_budget_mb is %d; use mode swap or raise the budget" (int $memory) $budget) }}
-{{- end }}
-{{- range $name := $names }}
-{{- if not (has $name $.triton.models) }}
-{{- fail (printf "timeslice.policy.models: %s is not in triton.models; mode coresident keeps every policy model loaded" $name) }}
-{{- end }}
-{{- end }}
-{{- end }}
-{{- end }}

@@ -195,7 +195,7 @@ def test_pvc_source_creates_the_claim_once_as_a_kept_hook(rendered, helm):
 def test_s3_store_is_fetched_by_an_init_container_with_file_credentials(rendered):
     result = rendered["cpu-full"]
     spec = pod_spec(result)
-    (fetch,) = spec["initContainers"]
+    fetch = spec["initContainers"][0]  # before the time-slicing board (test_timeslice.py)
     assert fetch["name"] == "fetch-model-store"
     assert fetch["image"].startswith("amazon/aws-cli:")
     assert fetch["command"][:5] == ["aws", "s3", "sync", "s3://edge-models/smollm2", "/store"]
@@ -392,6 +392,8 @@ def test_timeslice_policy_is_rendered_into_a_mounted_configmap(rendered):
     values = yaml.safe_load((Path(__file__).parent / "values" / "cpu-full.yaml").read_text())
     assert policy == values["timeslice"]["policy"]
     assert [model["share"] for model in policy["models"]] == [30, 70]
+    init = {c["name"]: c for c in pod_spec(result)["initContainers"]}["timeslice-board"]
+    assert mounts_of(init)["/etc/edgectl/timeslice"]["name"] == "timeslice"
     mount = mounts_of(triton(result))["/etc/edgectl/timeslice"]
     assert mount["readOnly"] is True
     volume = volumes_of(pod_spec(result))[mount["name"]]

@@ -43,7 +43,15 @@ SCHEMA_CASES = [
     ("probes.startup.path=/healthz", "at '/probes/startup/path': '/healthz' does not match"),
     ("service.ports.http=70000", "at '/service/ports/http': maximum: got 70,000, want 65,535"),
     ("image.digest=latest", "at '/image/digest': 'latest' does not match"),
-    ("timeslice.enabled=true", "at '/timeslice/policy/models': minItems: got 0, want 1"),
+    (
+        "timeslice.policy.default_slot_ms=5",
+        "at '/timeslice/policy/default_slot_ms': minimum: got 5, want 10",
+    ),
+    (
+        "timeslice.policy.mode=rotate",
+        "at '/timeslice/policy/mode': value must be one of 'auto', 'coresident', 'swap'",
+    ),
+    ("timeslice.policy.memory_budget_mb=6000", "additional properties 'memory_budget_mb'"),
     ("triton.logVerbose=9", "at '/triton/logVerbose': maximum: got 9, want 3"),
     ("autoscaling.targetAverageValue=half", "at '/autoscaling/targetAverageValue'"),
 ]
@@ -51,12 +59,22 @@ SCHEMA_CASES = [
 JSON_CASES = [
     ("triton.models=[]", "at '/triton/models': minItems: got 0, want 1"),
     (
-        'timeslice.policy.models=[{"name": "a", "share": 0}]',
-        "at '/timeslice/policy/models/0/share': minimum: got 0, want 1",
+        'timeslice.policy.models=[{"name": "a", "share": 0}, {"name": "b", "share": 1}]',
+        "at '/timeslice/policy/models/0/share': exclusiveMinimum: got 0, want 0",
     ),
     (
-        'timeslice.policy.models=[{"name": "a", "share": 50, "weight": 2}]',
+        'timeslice.policy.models=[{"name": "a", "share": 1, "priority": 0}, {"name": "b", '
+        '"share": 1}]',
+        "at '/timeslice/policy/models/0/priority': minimum: got 0, want 1",
+    ),
+    (
+        'timeslice.policy.models=[{"name": "a", "share": 50, "weight": 2}, {"name": "b", '
+        '"share": 1}]',
         "at '/timeslice/policy/models/0': additional properties 'weight' not allowed",
+    ),
+    (
+        'timeslice.policy.models=[{"name": "a", "share": 1}]',
+        "at '/timeslice/policy/models': minItems: got 1, want 2",
     ),
 ]
 
@@ -89,33 +107,54 @@ TEMPLATE_CASES = [
     ),
 ]
 
+
+def _model(name: str, **fields: object) -> dict[str, object]:
+    return {"name": name, "artifact": f"/models/artifacts/models/{name}", "share": 1, **fields}
+
+
 TIMESLICE_CASES = [
     (
-        [{"name": "ensemble", "share": 60}, {"name": "small", "share": 30}],
-        "coresident",
-        0,
-        "shares are percentages and must total 100, got 90",
+        [_model("ensemble"), _model("ensemble")],
+        [],
+        "timeslice.policy.models.1 (ensemble): ensemble is listed twice",
     ),
     (
-        [{"name": "ensemble", "share": 50}, {"name": "ensemble", "share": 50}],
-        "coresident",
-        0,
-        "timeslice.policy.models: ensemble is listed twice",
+        [_model("ensemble"), _model("other")],
+        [],
+        "timeslice.policy.models.1 (other): not in triton.models",
     ),
     (
         [
-            {"name": "ensemble", "share": 50, "memory_mb": 5000},
-            {"name": "small", "share": 50, "memory_mb": 4000},
+            _model("ensemble"),
+            {"name": "small", "recipe": "build/smollm2-135m-int4.yaml", "share": 1},
         ],
-        "coresident",
-        8000,
-        "models need 9000 MB together but memory_budget_mb is 8000; use mode swap",
+        [],
+        "timeslice.policy.models.1 (small): set artifact (the built model under /models/artifacts",
     ),
     (
-        [{"name": "ensemble", "share": 50}, {"name": "other", "share": 50}],
-        "coresident",
-        0,
-        "other is not in triton.models; mode coresident keeps every policy model loaded",
+        [_model("ensemble"), _model("small", artifact="models/small")],
+        [],
+        "artifact models/small must be an absolute path under /models/artifacts/",
+    ),
+    (
+        [_model("ensemble"), _model("small", engine="trtllm")],
+        [],
+        "timeslice.policy.models.1 (small): engine must be cpu with profile cpu",
+    ),
+    (
+        [_model("ensemble", memory_gb=4), _model("small", memory_gb=2.5)],
+        [],
+        "the models need 6.5 GB together (memory_gb) but memory_budget_gb is 6",
+    ),
+    (
+        [_model("ensemble"), _model("small")],
+        ["timeslice.policy.mode=swap"],
+        "timeslice.policy.mode must be coresident in the chart, got swap",
+    ),
+    (
+        [_model("ensemble"), _model("small")],
+        ["timeslice.policy.mode=auto"],
+        "swapping (mode swap, or auto over budget) needs the edgectl control plane",
     ),
 ]
 
@@ -160,15 +199,19 @@ def test_chart_rejects_contradicting_values(helm, sets, message):
     assert message in error
 
 
-@pytest.mark.parametrize(("models", "mode", "budget", "message"), TIMESLICE_CASES)
-def test_timeslice_policy_is_checked(helm, models, mode, budget, message):
+@pytest.mark.parametrize(("models", "sets", "message"), TIMESLICE_CASES)
+def test_timeslice_policy_is_checked(helm, models, sets, message):
     error = render_error(
         helm,
         VARIANTS["cpu"],
         "timeslice.enabled=true",
-        f"timeslice.policy.mode={mode}",
-        f"timeslice.policy.memory_budget_mb={budget}",
         "triton.models={ensemble,small}",
+        *sets,
         json_sets=(f"timeslice.policy.models={json.dumps(models)}",),
     )
     assert message in error
+
+
+def test_timeslice_is_refused_on_gpu(helm):
+    error = render_error(helm, VARIANTS["gpu"], "timeslice.enabled=true")
+    assert "timeslice.enabled needs profile cpu: the tensorrtllm backend has no per-step" in error

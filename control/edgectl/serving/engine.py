@@ -46,6 +46,14 @@ class ResponseSink(Protocol):
     def cancelled(self) -> bool: ...
 
 
+class DeviceGate(Protocol):
+    """Shares the device with other engines (edgectl.timeslice.slots.SlotGate)."""
+
+    def acquire(self, stopping: Callable[[], bool]) -> bool: ...
+
+    def idle(self) -> None: ...
+
+
 @dataclass
 class EngineRequest:
     prompt_ids: list[int]
@@ -114,6 +122,7 @@ class ContinuousBatchingEngine:
         stats_hook: Callable[[EngineStats], None] | None = None,
         cancel_board: CancelBoard | None = None,
         clock: Callable[[], float] = time.monotonic,
+        device_gate: DeviceGate | None = None,
     ) -> None:
         self._pipe = pipeline
         self._decoder = decoder
@@ -124,6 +133,7 @@ class ContinuousBatchingEngine:
         self._stats_hook = stats_hook
         self._cancel_board = cancel_board
         self._clock = clock
+        self._gate = device_gate
         self._incoming: queue.Queue[EngineRequest] = queue.Queue()
         self._waiting: deque[tuple[float, EngineRequest]] = deque()
         self._backlog_lock = threading.Lock()
@@ -176,11 +186,16 @@ class ContinuousBatchingEngine:
         while not self._stopping.is_set():
             try:
                 self._admit(block=not self._active and not self._waiting)
-                if self._active:
+                if not self._active:
+                    if self._gate is not None:
+                        self._gate.idle()  # lend our time slots to the other models
+                elif self._gate is None or self._gate.acquire(self._stopping.is_set):
                     self._step()
             except Exception:  # keep serving: one bad step must not kill the thread
                 log.exception("engine step failed; failing the requests in flight")
                 self._fail_all("internal engine error (see server log)", INTERNAL)
+        if self._gate is not None:
+            self._gate.idle()
         self._fail_all("the engine is shutting down", UNAVAILABLE)
         while self._waiting:
             self._refuse(self._pop_waiting(), "the engine is shutting down", UNAVAILABLE)

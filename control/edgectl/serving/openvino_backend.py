@@ -9,7 +9,12 @@ from pathlib import Path
 
 from edgectl.serving.cancel_board import CancelBoard
 from edgectl.serving.detokenize import AnchoredDecoder, find_anchor_id
-from edgectl.serving.engine import ContinuousBatchingEngine, EngineLimits, EngineStats
+from edgectl.serving.engine import (
+    ContinuousBatchingEngine,
+    DeviceGate,
+    EngineLimits,
+    EngineStats,
+)
 
 
 @dataclass
@@ -90,6 +95,7 @@ def build_engine(
     settings: SchedulerSettings,
     stats_hook: Callable[[EngineStats], None] | None = None,
     cancel_board: CancelBoard | None = None,
+    device_gate: DeviceGate | None = None,
 ) -> ContinuousBatchingEngine:
     """Load the OpenVINO model in ``model_dir`` and wrap it in the engine loop (not started)."""
     check_artifact(model_dir)
@@ -120,4 +126,5 @@ def build_engine(
         tensor_factory=lambda ids: ov.Tensor(np.asarray([ids], dtype=np.int64)),
         stats_hook=stats_hook,
         cancel_board=cancel_board,
+        device_gate=device_gate,
     )

@@ -22,6 +22,7 @@ from edgectl.serving.engine import (
 )
 from edgectl.serving.openvino_backend import SchedulerSettings, build_engine
 from edgectl.serving.triton_io import model_parameters, parse_bool, scalar
+from edgectl.timeslice.slots import SlotGate
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # TritonError's codes by name; pb_utils.TritonError only exists once the stub runs the model.
@@ -67,7 +68,11 @@ class _SenderSink:
 
 
 class _Metrics:
-    """Engine counters on Triton's /metrics endpoint, labelled by model name."""
+    """Engine counters on Triton's /metrics endpoint, labelled by model name.
+
+    A counter whose source restarts from zero (a re-applied time-slicing policy) counts
+    on from there instead of going backwards.
+    """
 
     COUNTERS = {
         "steps": "Engine steps (one scheduler iteration each)",
@@ -85,31 +90,45 @@ class _Metrics:
         "kv_cache_usage": "Fraction of the paged KV cache in use",
     }
 
-    def __init__(self, model_name):
+    def __init__(self, model_name, prefix="edgectl_engine", counters=None, gauges=None):
         labels = {"model": model_name}
         self._metrics = {}
         for kind, table in (
-            (pb_utils.MetricFamily.COUNTER, self.COUNTERS),
-            (pb_utils.MetricFamily.GAUGE, self.GAUGES),
+            (pb_utils.MetricFamily.COUNTER, self.COUNTERS if counters is None else counters),
+            (pb_utils.MetricFamily.GAUGE, self.GAUGES if gauges is None else gauges),
         ):
             for key, description in table.items():
                 suffix = "_total" if kind == pb_utils.MetricFamily.COUNTER else ""
                 family = pb_utils.MetricFamily(
-                    name=f"edgectl_engine_{key}{suffix}", description=description, kind=kind
+                    name=f"{prefix}_{key}{suffix}", description=description, kind=kind
                 )
                 self._metrics[key] = (kind, family, family.Metric(labels=labels))
         self._last = {}
 
     def publish(self, stats):
+        values = stats if isinstance(stats, dict) else stats.as_dict()
         for key, (kind, _family, metric) in self._metrics.items():
-            value = getattr(stats, key)
+            value = values[key]
             if kind == pb_utils.MetricFamily.COUNTER:
+                if value < self._last.get(key, 0):
+                    self._last[key] = 0
                 delta = value - self._last.get(key, 0)
                 if delta:
                     metric.increment(delta)
                 self._last[key] = value
             else:
                 metric.set(value)
+
+
+# Co-resident time-slicing (edgectl.timeslice.slots): achieved share per model is
+# rate(edgectl_timeslice_device_seconds_total) over its sum across models.
+SLOT_COUNTERS = {
+    "device_seconds": "Seconds this engine held the device under the time-slicing policy",
+    "slots": "Time slots this engine completed",
+    "slot_waits": "Times this engine had work but waited for another model's slot",
+    "slot_wait_seconds": "Seconds this engine had work but waited for another model's slot",
+}
+SLOT_GAUGES = {"configured_share": "This engine's configured share of the device (0..1)"}
 
 
 class TritonPythonModel:
@@ -133,15 +152,31 @@ class TritonPythonModel:
             enable_prefix_caching=parse_bool(params["enable_prefix_caching"]),
         )
         self.metrics = _Metrics(self.model_name)
+        self.slot_metrics = _Metrics(
+            self.model_name, "edgectl_timeslice", SLOT_COUNTERS, SLOT_GAUGES
+        )
+        # Co-resident time-slicing: idle (one stat per step) until a policy names us.
+        self.gate = (
+            SlotGate(Path(params["timeslice_dir"]), self.model_name)
+            if params.get("timeslice_dir")
+            else None
+        )
         self.engine = build_engine(
             Path(params["model_dir"]),
             limits,
             default_end_id=int(params["end_id"]),
             settings=settings,
-            stats_hook=self.metrics.publish,
+            stats_hook=self._publish,
             cancel_board=CancelBoard(Path(params["cancel_dir"])),
+            device_gate=self.gate,
         )
         self.engine.start()
+
+    def _publish(self, stats):
+        self.metrics.publish(stats)
+        slots = self.gate.counters() if self.gate is not None else None
+        if slots is not None:
+            self.slot_metrics.publish(slots)
 
     def _params(self, request):
         beam_width = scalar(_input(request, "beam_width"), "beam_width", int, 1)
