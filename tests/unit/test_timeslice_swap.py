@@ -301,3 +301,36 @@ def test_a_failed_unload_keeps_the_memory_counted_and_is_retried(tmp_path):
     front(sched.board, "a")
     assert sched.tick() == [Action("unload", "a")]  # retried
     assert ops.calls == ["unload a", "unload a"]
+
+
+def test_status_table_summarises_swap_mode():
+    from edgectl.timeslice.service import _swap_lines
+
+    swap = {
+        "active": True,
+        "resident": ["swap_a"],
+        "swap_ins": 12,
+        "swap_outs": 11,
+        "failed_swaps": 0,
+        "load_s": {"count": 12, "p50": 9.3, "max": 10.4},
+        "unload_s": {"count": 11, "p50": 1.5, "max": 1.67},
+        "swap_s": None,
+        "last_unload": {
+            "model": "swap_b",
+            "rss_before_mb": 740.0,
+            "rss_after_mb": 143.5,
+            "stubs_rss_mb": 594.0,
+        },
+        "models": [
+            {"name": "swap_a", "phase": "in", "queue_depth": 2, "timeouts": 0, "wait_s_max": 1.2},
+            {"name": "swap_b", "phase": "out"},
+        ],
+    }
+    text = "\n".join(_swap_lines(swap))
+    assert "resident swap_a; 12 swap-ins, 11 swap-outs, 0 failed" in text
+    assert "load p50 9.3 s, max 10.4 s; unload p50 1.5 s, max 1.67 s" in text
+    assert "swap seen by clients -" in text
+    assert "server RSS 740 -> 143.5 MB (its stubs held 594 MB)" in text
+    assert "swap_a: in, queue 2, timeouts 0" in text
+    assert "swap_b: out, queue -" in text
+    assert _swap_lines({"active": False}) == ["swap: not active"]

@@ -350,5 +350,34 @@ def format_status(report: dict[str, Any]) -> str:
         if not m["enforcement"].startswith("slot board"):
             lines.append(f"note: {m['name']}: {m['enforcement']}")
     if "swap" in report:
-        lines.append("swap: " + json.dumps(report["swap"], sort_keys=True))
+        lines.extend(_swap_lines(report["swap"]))
     return "\n".join(lines)
+
+
+def _swap_lines(swap: dict[str, Any]) -> list[str]:
+    """Swap mode's part of the table: who is in, swap counts and times, memory freed."""
+    if not swap.get("active"):
+        return ["swap: not active"]
+
+    def timing(summary: dict[str, float] | None) -> str:
+        return "-" if not summary else f"p50 {summary['p50']:g} s, max {summary['max']:g} s"
+
+    lines = [
+        f"swap: resident {', '.join(swap['resident']) or 'none'}; "
+        f"{swap['swap_ins']} swap-ins, {swap['swap_outs']} swap-outs, "
+        f"{swap['failed_swaps']} failed",
+        f"swap: load {timing(swap['load_s'])}; unload {timing(swap['unload_s'])}; "
+        f"swap seen by clients {timing(swap['swap_s'])}",
+    ]
+    last = swap.get("last_unload")
+    if last:
+        lines.append(
+            f"swap: last unload {last['model']}: server RSS {last['rss_before_mb']:g} -> "
+            f"{last['rss_after_mb']:g} MB (its stubs held {last['stubs_rss_mb']:g} MB)"
+        )
+    for model in swap["models"]:
+        lines.append(
+            f"swap: {model['name']}: {model['phase']}, queue {model.get('queue_depth', '-')}, "
+            f"timeouts {model.get('timeouts', '-')}, waited max {model.get('wait_s_max', '-')} s"
+        )
+    return lines
