@@ -11,8 +11,6 @@ import fcntl
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +23,8 @@ from edgectl.errors import EdgectlError
 from edgectl.recipe import EMBEDDED_SOURCE, Recipe, check_against_model
 
 MANIFEST = "manifest.json"
+# Bumped when the same recipe would now build a different artifact (a cached one is rebuilt).
+BUILDER_VERSION = 2
 # Tool versions recorded in the manifest; the engine step refuses a mismatch at load time.
 RUNTIME_TOOLS = ("openvino", "openvino-genai", "openvino-tokenizers")
 BUILD_TOOLS = ("optimum-intel", "nncf", "nvidia-modelopt", "transformers", "torch")
@@ -85,37 +85,6 @@ def source_checkpoint(recipe: Recipe, progress: Progress) -> Path:
     return target
 
 
-def _run_logged(command: list[str], log_path: Path) -> None:
-    with log_path.open("w", encoding="utf-8") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
-        tail = "".join(log_path.read_text(encoding="utf-8").splitlines(True)[-20:])
-        raise EdgectlError(f"{command[2]} failed (exit {result.returncode}); last lines:\n{tail}")
-
-
-# Until cpu_export lands: the weight-only formats optimum-cli can express.
-_OPTIMUM_FORMATS = {"fp32": "fp32", "fp16": "fp16", "int8_wo": "int8", "int4_wo": "int4"}
-
-
-def export_openvino(recipe: Recipe, checkpoint: Path, out: Path, progress: Progress) -> dict:
-    """optimum-intel's exporter: stateful OpenVINO IR + OpenVINO tokenizers, NNCF weights."""
-    precision = recipe.precision
-    if precision.weights not in _OPTIMUM_FORMATS:
-        raise EdgectlError(f"cpu target: precision.weights {precision.weights} is not supported")
-    command = [
-        sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino",
-        "--model", str(checkpoint),
-        "--task", "text-generation-with-past",
-        "--weight-format", _OPTIMUM_FORMATS[precision.weights],
-    ]  # fmt: skip
-    if precision.weights == "int4_wo":
-        command += ["--group-size", str(precision.group_size), "--ratio", str(recipe.cpu.ratio)]
-    command.append(str(out))
-    out.mkdir(parents=True)
-    _run_logged(command, out / "build.log")
-    return {"weights": precision.weights, "group_size": precision.group_size}
-
-
 def _serving_ids(checkpoint: Path) -> dict[str, int]:
     config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
     end_id = config.get("eos_token_id")
@@ -152,7 +121,8 @@ def _build_atomically(
     with _build_lock(target, progress):
         if target.is_dir() and not force:
             manifest = read_manifest(target)
-            if manifest.get("recipe") == recipe.model_dump():
+            same_builder = manifest.get("builder_version") == BUILDER_VERSION
+            if same_builder and manifest.get("recipe") == recipe.model_dump():
                 return BuildResult(target, manifest, reused=True)
         return _build_unlocked(recipe, target, progress, produce)
 
@@ -182,6 +152,7 @@ def _build_unlocked(
         fields = produce(checkpoint, partial)
         progress("hashing artifacts and writing the manifest")
         manifest = {
+            "builder_version": BUILDER_VERSION,
             "recipe": recipe.model_dump(),
             **fields,
             "source": {
@@ -213,6 +184,8 @@ def build(
     """Build the recipe's CPU artifact (reused when already built from the same recipe)."""
 
     def produce(checkpoint: Path, partial: Path) -> dict:
+        from edgectl.cpu_export import export_openvino
+
         progress(f"exporting the {recipe.precision.weights} OpenVINO model (NNCF)")
         quantization = export_openvino(recipe, checkpoint, partial, progress)
         return {
