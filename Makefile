@@ -9,7 +9,7 @@ EDGECTL := $(BIN)/edgectl
 RECIPE ?= build/smollm2-135m-int8.yaml
 PROMPT ?= What is the capital of France?
 
-.PHONY: install demo test test-slow lint chart bench loadtest clean
+.PHONY: install demo test test-slow lint chart bench report loadtest clean
 
 install: $(STAMP) $(TOOLS_STAMP)
 
@@ -60,6 +60,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ensemble_throughput.py
+
+# The quantization report: every build/report/*.yaml precision measured in one run.
+report: $(STAMP)
+	$(EDGECTL) build --report
 
 # Deploy, run a locust profile against the server, stop; the run lands in loadtest/results/.
 # Profiles with variants (batching.yaml, dynamic-batching.yaml) deploy their own servers:

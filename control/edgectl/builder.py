@@ -24,7 +24,7 @@ from edgectl.recipe import EMBEDDED_SOURCE, Recipe, check_against_model
 
 MANIFEST = "manifest.json"
 # Bumped when the same recipe would now build a different artifact (a cached one is rebuilt).
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 # Tool versions recorded in the manifest; the engine step refuses a mismatch at load time.
 RUNTIME_TOOLS = ("openvino", "openvino-genai", "openvino-tokenizers")
 BUILD_TOOLS = ("optimum-intel", "nncf", "nvidia-modelopt", "transformers", "torch")

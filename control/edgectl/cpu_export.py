@@ -15,7 +15,6 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +45,9 @@ class CompressionPass:
 
 
 def _versions(names: tuple[str, ...]) -> dict[str, str]:
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    from edgectl.builder import tool_versions  # lazy: the builder imports this module
+
+    return tool_versions(names)
 
 
 def _checkpoint_key(checkpoint: Path) -> str:
@@ -202,6 +197,31 @@ def _run_pass(model: Any, step: CompressionPass, ignored: list[str], recipe: Rec
     )
 
 
+def _store_fp16(model: Any, nodes: dict[str, int | str], where: set[int | str]) -> None:
+    """Store the float weights of ``where`` as FP16 (+ Convert to f32 at load).
+
+    ``save_model(compress_to_fp16=True)`` leaves an NNCF-compressed model's remaining f32
+    weights alone, so FP16 ranges of a mixed recipe are converted here, explicitly.
+    """
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    done: set[str] = set()
+    for op in model.get_ordered_ops():
+        if nodes.get(op.get_friendly_name()) not in where:
+            continue
+        weight = op.input_value(0 if op.get_type_name() == "Gather" else 1).get_node()
+        if weight.get_type_name() != "Constant" or weight.get_friendly_name() in done:
+            continue
+        if weight.get_output_element_type(0) != ov.Type.f32:
+            continue
+        done.add(weight.get_friendly_name())
+        widen = ops.convert(ops.constant(weight.get_data().astype(np.float16)), ov.Type.f32)
+        for target in list(weight.output(0).get_target_inputs()):
+            target.replace_source_output(widen.output(0))
+
+
 def _needs_data(passes: list[CompressionPass], recipe: Recipe) -> bool:
     """Data-aware formats, and INT4 extras (scale estimation, ratio by sensitivity).
 
@@ -241,6 +261,9 @@ def export_openvino(recipe: Recipe, checkpoint: Path, out: Path, progress: Progr
             + (f" ({len(texts)} calibration samples)" if data is not None else "")
         )
         model = _run_pass(model, step, ignored, recipe, data)
+    if passes:
+        float16 = {layer for layer, kind in precisions.items() if kind == "fp16"}
+        _store_fp16(model, nodes, float16 | ({HEAD} if head == "fp16" else set()))
     kv_cache = recipe.precision.kv_cache
     model.set_rt_info(KV_CACHE_PRECISION[kv_cache], ["runtime_options", "KV_CACHE_PRECISION"])
     progress("saving the OpenVINO IR")

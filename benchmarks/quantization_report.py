@@ -1,0 +1,34 @@
+"""The quantization report (issue 3), as a benchmark: every precision side by side in one run.
+
+Builds each recipe of build/report/*.yaml for the CPU target (reused when already built),
+then measures, in this one process and one after another: bytes on disk, held-out
+perplexity (vs the FP32 row) and single-stream CPU tok/s. Same as `edgectl build --report`.
+
+    .venv/bin/python benchmarks/quantization_report.py [--out build/report/results] [RECIPE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from edgectl.report import REPORT_DIR, generate_report, report_recipes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="*", type=Path)
+    parser.add_argument("--out", type=Path, default=REPORT_DIR / "results")
+    args = parser.parse_args()
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        print(f"[{time.monotonic() - started:7.1f}s] {message}", flush=True)
+
+    path = generate_report(args.recipes or report_recipes(), args.out, progress)
+    print(path.read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()
