@@ -21,6 +21,7 @@ from edgectl.checkpoint import embedded_gguf_path, hf_checkpoint_from_gguf
 from edgectl.config import cache_dir
 from edgectl.errors import EdgectlError
 from edgectl.recipe import EMBEDDED_SOURCE, Recipe, check_against_model
+from edgectl.staging import staged_directory
 
 MANIFEST = "manifest.json"
 # Bumped when the same recipe would now build a different artifact (a cached one is rebuilt).
@@ -146,9 +147,7 @@ def _build_unlocked(
     started = time.monotonic()
     checkpoint = source_checkpoint(recipe, progress)
     check_against_model(recipe, json.loads((checkpoint / "config.json").read_text("utf-8")))
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with staged_directory(target) as partial:
         fields = produce(checkpoint, partial)
         progress("hashing artifacts and writing the manifest")
         manifest = {
@@ -167,11 +166,6 @@ def _build_unlocked(
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return BuildResult(target, manifest, reused=False)
 
 

@@ -9,11 +9,11 @@ wrong for GPT-2-style vocabularies (no byte-level decoding, newlines map to
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 from typing import Any
 
 from edgectl.errors import EdgectlError
+from edgectl.staging import staged_directory
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # llama.cpp pre-tokenizers whose rule is "digits one by one, then GPT-2's regex".
@@ -87,8 +87,6 @@ def hf_checkpoint_from_gguf(gguf_path: Path, out_dir: Path, eos_token: str | Non
     """Write a float32 HF Llama checkpoint plus tokenizer to ``out_dir`` (atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     # A fresh model drops the GGUF loader's bookkeeping so save_pretrained writes plain weights.
     model = LlamaForCausalLM(loaded.config)
@@ -99,8 +97,7 @@ def hf_checkpoint_from_gguf(gguf_path: Path, out_dir: Path, eos_token: str | Non
     if eos_token is not None:
         model.config.eos_token_id = tokenizer.convert_tokens_to_ids(eos_token)
         model.generation_config.eos_token_id = model.config.eos_token_id
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with staged_directory(out_dir) as staging:
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
     return out_dir

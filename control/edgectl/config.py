@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgectl.errors import EdgectlError
 
 DEFAULT_CONFIG_NAME = "edgectl.yaml"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -127,6 +128,15 @@ def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     if loaded is not None and not isinstance(loaded, dict):
         raise EdgectlError(f"{what} {path} must hold a mapping at the top level")
     return loaded or {}
+
+
+def load_validated_yaml(path: Path, schema: type[ModelT], what: str) -> ModelT:
+    """A YAML file validated by a pydantic schema; errors name the file and the field."""
+    data = load_yaml_mapping(path, what)
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        raise EdgectlError(format_validation_error(err, f"{what} {path}")) from None
 
 
 def _apply_override(data: dict[str, Any], assignment: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from edgectl.calibration import calibration_texts, tokenizer_spans
 from edgectl.config import cache_dir
 from edgectl.recipe import DATA_AWARE, Recipe
+from edgectl.staging import staged_directory
 
 Progress = Callable[[str], None]
 
@@ -65,13 +66,11 @@ def float_export(checkpoint: Path, progress: Progress) -> Path:
     target = cache_dir() / "openvino-float" / f"{checkpoint.name}-{_checkpoint_key(checkpoint)}"
     if (target / MODEL_XML).is_file():
         return target
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     progress("exporting the float OpenVINO IR and tokenizers (optimum-intel; cached after once)")
     from optimum.exporters.openvino import main_export
     from optimum.intel import OVConfig
 
-    try:
+    with staged_directory(target) as partial:
         main_export(
             str(checkpoint),
             str(partial),
@@ -79,11 +78,6 @@ def float_export(checkpoint: Path, progress: Progress) -> Path:
             ov_config=OVConfig(dtype="fp32"),
             convert_tokenizer=True,
         )
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return target
 
 

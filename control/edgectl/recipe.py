@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgectl.config import NAME_PATTERN, format_validation_error, load_yaml_mapping
+from edgectl.config import NAME_PATTERN, load_validated_yaml
 from edgectl.errors import EdgectlError
 
 EMBEDDED_SOURCE = "embedded:smollm2-135m-instruct"
@@ -248,11 +248,7 @@ def _largest_dividing_group(*widths: int) -> int:
 
 def load_recipe(path: Path) -> Recipe:
     """Load and validate a recipe; errors name the field."""
-    data = load_yaml_mapping(path, "recipe")
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as err:
-        raise EdgectlError(format_validation_error(err, f"recipe {path}")) from None
+    recipe = load_validated_yaml(path, Recipe, "recipe")
     base = Path(path).parent
     if recipe.source != EMBEDDED_SOURCE:
         recipe.source = str(_resolve(base, recipe.source))

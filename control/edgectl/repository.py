@@ -14,6 +14,7 @@ from string import Template
 
 from edgectl.config import EngineConfig
 from edgectl.errors import EdgectlError
+from edgectl.staging import staged_directory
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "model_repository"
 ENGINE_TEMPLATES = {"cpu": "cpu_engine", "trtllm": "tensorrt_llm"}
@@ -135,10 +136,8 @@ def render_repository(
     """
     if not models:
         raise EdgectlError("nothing to render: no models configured")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with staged_directory(out) as partial:
+        partial.mkdir(parents=True)
         for model in models:
             if model.engine not in ENGINE_TEMPLATES:
                 raise EdgectlError(f"model.engine must be one of {sorted(ENGINE_TEMPLATES)}")
@@ -155,9 +154,4 @@ def render_repository(
                 if target.exists():
                     raise EdgectlError(f"two models would both render {names[name_key]!r}")
                 _render_one(TEMPLATES / template, target, values)
-        shutil.rmtree(out, ignore_errors=True)
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return out

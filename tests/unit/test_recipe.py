@@ -6,6 +6,7 @@ import pytest
 
 from edgectl.errors import EdgectlError
 from edgectl.recipe import EMBEDDED_SOURCE, check_against_model, load_recipe
+from tests.model_shapes import SMOLLM2_CONFIG
 
 BUILD_DIR = Path(__file__).resolve().parents[2] / "build"
 
@@ -117,13 +118,7 @@ def test_act_order_gptq_is_fine_for_the_cpu_target(tmp_path):
     assert load_recipe(write_recipe(tmp_path, text)).precision.act_order
 
 
-SMOLLM2 = {
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-}
+SMOLLM2 = SMOLLM2_CONFIG
 
 
 def recipe_from(tmp_path, text):

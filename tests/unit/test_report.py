@@ -19,14 +19,9 @@ from edgectl.report import (
     report_recipes,
     verdict,
 )
+from tests.model_shapes import SMOLLM2_CONFIG
 
-SMOLLM2 = {
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-}
+SMOLLM2 = SMOLLM2_CONFIG
 FP32_BYTES = 538_000_000
 
 

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgectl.config import (
     NAME_PATTERN,
     EdgectlConfig,
     ModelConfig,
-    format_validation_error,
-    load_yaml_mapping,
+    load_validated_yaml,
 )
 from edgectl.errors import EdgectlError
 from edgectl.repository import ServedModel
@@ -96,11 +95,7 @@ class TimeslicePolicy(_Strict):
 
 def load_policy(path: Path) -> TimeslicePolicy:
     """Load and validate a policy; ``recipe``/``artifact`` paths become absolute."""
-    data = load_yaml_mapping(path, "timeslice policy")
-    try:
-        policy = TimeslicePolicy.model_validate(data)
-    except ValidationError as err:
-        raise EdgectlError(format_validation_error(err, f"timeslice policy {path}")) from None
+    policy = load_validated_yaml(path, TimeslicePolicy, "timeslice policy")
     base = Path(path).resolve().parent
     for model in policy.models:
         for field in ("recipe", "artifact"):
