@@ -50,7 +50,7 @@ lint: $(STAMP)
 
 # The chart alone: helm lint/template, kubernetes-validate, checkov, `deploy --target k8s`.
 chart: $(STAMP) $(TOOLS_STAMP)
-	$(BIN)/pytest tests/chart tests/unit/test_k8s.py tests/unit/test_k8s_install_helm.py
+	$(BIN)/pytest tests/chart tests/unit/deploy/test_k8s.py tests/unit/deploy/test_k8s_install_helm.py
 
 test: $(STAMP) $(TOOLS_STAMP) lint
 	$(BIN)/pytest

@@ -1,4 +1,4 @@
-"""Ensemble vs bare engine, side by side in one run (issue #2's benchmark).
+"""Ensemble vs bare engine, side by side in one run.
 
 Measures, through the full ensemble over gRPC streaming, aggregate output
 tokens/s at concurrency 1, 4, 8 and 16 and TTFT p50, and the bare CPU engine
@@ -22,15 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgectl.builder import build
+from edgectl.build.builder import build
+from edgectl.build.recipe import load_recipe
 from edgectl.client import GenerateRequest, TritonClient
 from edgectl.config import EdgectlConfig
-from edgectl.deploy import deploy_local
-from edgectl.recipe import load_recipe
-from edgectl.server import LocalTriton
-from edgectl.serving.contract import SamplingParams
-from edgectl.serving.engine import EngineLimits, EngineRequest
-from edgectl.serving.openvino_backend import SchedulerSettings, build_engine, load_tokenizer
+from edgectl.deploy.local import deploy_local
+from edgectl.deploy.server import LocalTriton
+from edgectl.runtime.contract import SamplingParams
+from edgectl.runtime.engine import EngineLimits, EngineRequest
+from edgectl.runtime.manifest import read_manifest
+from edgectl.runtime.openvino_engine import SchedulerSettings, build_engine, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 UNUSED_END_ID = 49151
@@ -123,12 +124,12 @@ class _Sink:
 def bare_engine_phase(
     artifact: Path, config: EdgectlConfig, max_tokens: int, concurrency: int, per_worker: int
 ) -> PhaseResult:
-    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest = read_manifest(artifact)
     engine_cfg = config.engine
     engine = build_engine(
         artifact,
         EngineLimits(engine_cfg.max_input_len, engine_cfg.max_output_len),
-        default_end_id=manifest["serving"]["end_id"],
+        default_end_id=manifest.serving.end_id,
         settings=SchedulerSettings(
             max_num_seqs=engine_cfg.max_num_seqs,
             max_num_batched_tokens=engine_cfg.max_num_tokens,

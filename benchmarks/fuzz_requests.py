@@ -233,12 +233,12 @@ def greedy_text(http_url: str) -> str:
 
 
 def main() -> None:
-    from edgectl.builder import build
+    from edgectl.build.builder import build
+    from edgectl.build.recipe import load_recipe
     from edgectl.config import EdgectlConfig
-    from edgectl.deploy import deploy_local
-    from edgectl.recipe import load_recipe
-    from edgectl.server import LocalTriton
-    from edgectl.supervisor import live_stubs
+    from edgectl.deploy.local import deploy_local
+    from edgectl.deploy.server import LocalTriton
+    from edgectl.runtime.processes import live_stubs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=10_000)

@@ -21,14 +21,14 @@ import threading
 import time
 from pathlib import Path
 
-from edgectl.builder import build
+from edgectl.build.builder import build
+from edgectl.build.recipe import load_recipe
 from edgectl.client import GenerateRequest, TritonClient
 from edgectl.config import EdgectlConfig
-from edgectl.deploy import deploy_local
+from edgectl.deploy.local import deploy_local
+from edgectl.deploy.server import LocalTriton
 from edgectl.errors import EdgectlError
-from edgectl.recipe import load_recipe
-from edgectl.server import LocalTriton
-from edgectl.servermem import RssSampler
+from edgectl.runtime.processes import RssSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 UNUSED_END_ID = 49151

@@ -1,4 +1,4 @@
-"""The quantization report (issue 3), as a benchmark: every precision side by side in one run.
+"""The quantization report, as a benchmark: every precision side by side in one run.
 
 Builds each recipe of build/report/*.yaml for the CPU target (reused when already built),
 then measures, in this one process and one after another: bytes on disk, held-out
@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from edgectl.report import REPORT_DIR, generate_report, report_recipes
+from edgectl.build.quality.report import REPORT_DIR, generate_report, report_recipes
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edgectl.client import GenerateRequest, TritonClient
 from edgectl.config import EdgectlConfig
-from edgectl.server import LocalTriton, ServerState
+from edgectl.deploy.server import LocalTriton, ServerState
 from edgectl.timeslice import service
 from edgectl.timeslice.measure import LoadLoop, board_busy_seconds, cpu_seconds, engine_counter
 from edgectl.timeslice.policy import load_policy

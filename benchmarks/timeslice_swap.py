@@ -24,16 +24,16 @@ import threading
 import time
 from pathlib import Path
 
-from edgectl.builder import build
+from edgectl.build.builder import build
+from edgectl.build.recipe import load_recipe
 from edgectl.client import GenerateRequest, TritonClient
 from edgectl.config import EdgectlConfig
+from edgectl.deploy.server import LocalTriton
 from edgectl.errors import EdgectlError
-from edgectl.recipe import load_recipe
-from edgectl.server import LocalTriton
-from edgectl.servermem import RssSampler
+from edgectl.runtime.processes import RssSampler
+from edgectl.runtime.swap import Board
 from edgectl.timeslice.policy import TimeslicePolicy, plan_models
 from edgectl.timeslice.swap import board_dir, start_swap, stop_swap, swap_status
-from edgectl.timeslice.swap_core import Board
 
 ROOT = Path(__file__).resolve().parents[1]
 UNUSED_END_ID = 49151

@@ -20,7 +20,7 @@ from tritonclient.grpc import InferResult, service_pb2_grpc  # noqa: E402
 from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
 
 from edgectl.client import grpc_inputs  # noqa: E402
-from edgectl.locust_user import LlmUser  # noqa: E402
+from edgectl.loadtest.locust_user import LlmUser  # noqa: E402
 
 
 class GrpcStreamUser(LlmUser):

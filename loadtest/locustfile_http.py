@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from edgectl.client import iter_generate_text
-from edgectl.locust_user import LlmUser
+from edgectl.loadtest.locust_user import LlmUser
 
 
 class HttpSseUser(LlmUser):

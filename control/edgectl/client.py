@@ -121,6 +121,22 @@ def grpc_inputs(values: dict[str, Any]):
     return tensors
 
 
+NO_SERVER_HINT = (
+    "start one with `edgectl deploy --local`, or check server.host and the ports "
+    "with `edgectl status`"
+)
+
+
+def no_server(url: str, protocol: str) -> EdgectlError:
+    """The error for a refused connection: nothing listens at ``url``."""
+    return EdgectlError(f"no Triton server is answering at {url} ({protocol}); {NO_SERVER_HINT}")
+
+
+def _refused(message: str) -> bool:
+    """gRPC's way of saying nothing listens there."""
+    return "failed to connect to all addresses" in message or "Connection refused" in message
+
+
 class TritonClient:
     """A client for one server; ``url`` is ``host:port`` of the chosen protocol."""
 
@@ -149,6 +165,8 @@ class TritonClient:
             with httpx.Client(timeout=self.timeout_s) as client:
                 with client.stream("POST", url, json=request.inputs()) as response:
                     yield from iter_generate_text(response, request.stream)
+        except httpx.ConnectError:
+            raise no_server(self.http_url, "http") from None
         except httpx.HTTPError as err:
             raise EdgectlError(f"cannot reach {self.http_url}: {err}") from None
 
@@ -176,6 +194,8 @@ class TritonClient:
                     # decoupled request whose stream is cancelled after its final error
                     # counted in flight, and the model can then never be unloaded.
                     completed = True
+                    if _refused(error.message()):
+                        raise no_server(self.grpc_url, "grpc")
                     raise EdgectlError(f"server error: {error.message()}")
                 message = result.get_response()
                 if message.outputs:
@@ -186,6 +206,14 @@ class TritonClient:
                     completed = True
                     return
         except InferenceServerException as err:
+            # A stream that failed to open reports why through its callback.
+            reasons = [err.message()]
+            while not responses.empty():
+                _result, error = responses.get_nowait()
+                if error is not None:
+                    reasons.append(error.message())
+            if any(_refused(reason) for reason in reasons):
+                raise no_server(self.grpc_url, "grpc") from None
             raise EdgectlError(f"cannot reach {self.grpc_url}: {err.message()}") from None
         finally:
             # Cancel only a request we abandon (error, timeout, caller stopped reading):
@@ -200,6 +228,8 @@ class TritonClient:
             response = httpx.request(
                 method, f"{self.http_url}{path}", timeout=self.timeout_s, **kwargs
             )
+        except httpx.ConnectError:
+            raise no_server(self.http_url, "http") from None
         except httpx.HTTPError as err:
             raise EdgectlError(f"cannot reach {self.http_url}: {err}") from None
         if response.status_code != 200:

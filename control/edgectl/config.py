@@ -25,7 +25,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGECTL_CACHE", Path.home() / ".cache" / "edgectl")).expanduser()
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A schema that refuses unknown keys, so a typo in a YAML file names itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Strict(StrictModel):
     # --set values are parsed as YAML, so "name=2024" arrives as a number.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 

@@ -18,11 +18,11 @@ from click.testing import CliRunner
 
 from edgectl.cli import cli
 from edgectl.config import EngineConfig
+from edgectl.deploy.repository import ServedModel, render_repository
 from edgectl.errors import EdgectlError
-from edgectl.repository import ServedModel, render_repository
+from edgectl.runtime.slots import SlotBoard, SlotGate
 from edgectl.timeslice.board import install_board
 from edgectl.timeslice.policy import TimeslicePolicy, load_policy
-from edgectl.timeslice.slots import SlotBoard, SlotGate
 from tests.chart.helpers import CHART, NAMESPACE, RELEASE, VARIANTS, Rendered, render_with, run
 
 FULLNAME = f"{RELEASE}-edgectl"

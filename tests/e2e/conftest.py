@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from edgectl.builder import build
 from edgectl.client import TritonClient
 from edgectl.config import EdgectlConfig
-from edgectl.deploy import deploy_local
-from edgectl.recipe import load_recipe
-from edgectl.server import LocalTriton, ServerState
+from edgectl.deploy.local import deploy_local
+from edgectl.deploy.server import LocalTriton, ServerState
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPE = REPO_ROOT / "build" / "smollm2-135m-int8.yaml"
 MAX_INPUT_LEN = 256
 MAX_OUTPUT_LEN = 256
 UNUSED_END_ID = 49151  # a vocabulary id the model never emits: generation runs to max_tokens
@@ -79,18 +76,19 @@ class LiveServer:
         raise AssertionError(f"metric {name} for {model} not exported")
 
 
-@pytest.fixture(scope="session")
-def built_artifact() -> Path:
-    return build(load_recipe(RECIPE)).artifact
+@contextmanager
+def running_server(config: EdgectlConfig) -> Iterator[LiveServer]:
+    """Deploy ``config`` on its own ports, yield the live server, always stop it."""
+    state = deploy_local(config, progress=lambda message: None)
+    try:
+        yield LiveServer(config, state)
+    finally:
+        LocalTriton(config.server).stop()
 
 
 @pytest.fixture(scope="session")
 def live_server(
     built_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    config = server_config(tmp_path_factory.mktemp("triton"), built_artifact)
-    state = deploy_local(config, progress=lambda message: None)
-    try:
-        yield LiveServer(config, state)
-    finally:
-        LocalTriton(config.server).stop()
+    with running_server(server_config(tmp_path_factory.mktemp("triton"), built_artifact)) as live:
+        yield live

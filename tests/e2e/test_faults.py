@@ -15,10 +15,10 @@ import pytest
 
 from edgectl.client import GenerateRequest
 from edgectl.config import EdgectlConfig
-from edgectl.deploy import deploy_local
+from edgectl.deploy.local import deploy_local
+from edgectl.deploy.server import LocalTriton
 from edgectl.errors import EdgectlError
-from edgectl.server import LocalTriton
-from tests.e2e.conftest import LiveServer, server_config
+from tests.e2e.conftest import LiveServer, running_server, server_config
 from tests.e2e.test_lifecycle import shm_regions, stub_processes
 
 pytestmark = pytest.mark.e2e
@@ -32,11 +32,8 @@ def fault_config(built_artifact: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="module")
 def fault_server(fault_config: EdgectlConfig) -> Iterator[LiveServer]:
-    state = deploy_local(fault_config, progress=lambda message: None)
-    try:
-        yield LiveServer(fault_config, state)
-    finally:
-        LocalTriton(fault_config.server).stop()
+    with running_server(fault_config) as live:
+        yield live
 
 
 def engine_stub(workdir: Path) -> psutil.Process:
@@ -53,10 +50,11 @@ def answers(server: LiveServer) -> bool:
 
 
 def test_a_user_unload_is_not_mistaken_for_a_crash(fault_server: LiveServer) -> None:
-    # Runs before the crash test: a supervisor reload loads the step explicitly, after
-    # which unloading the ensemble no longer unloads it as a dependent.
+    # The step is unloaded by name as well: after a supervisor reload (the crash test) it
+    # is loaded explicitly, and unloading the ensemble no longer takes it along.
     client = fault_server.client
     client.unload_model("ensemble")
+    client.unload_model("tensorrt_llm")
     time.sleep(1.5)  # three supervisor polls
     states = {m["name"]: m.get("state") for m in client.list_models()}
     assert states["tensorrt_llm"] == "UNAVAILABLE"
@@ -114,11 +112,8 @@ def restarting_server(
 ) -> Iterator[LiveServer]:
     config = server_config(tmp_path_factory.mktemp("restart"), built_artifact)
     config.server.on_stub_crash = "restart"
-    state = deploy_local(config, progress=lambda message: None)
-    try:
-        yield LiveServer(config, state)
-    finally:
-        LocalTriton(config.server).stop()
+    with running_server(config) as live:
+        yield live
 
 
 def test_restart_policy_fails_in_flight_requests_at_once(restarting_server: LiveServer) -> None:

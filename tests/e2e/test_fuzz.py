@@ -6,7 +6,7 @@ import psutil
 import pytest
 
 from benchmarks.fuzz_requests import greedy_text, storm
-from edgectl.supervisor import live_stubs
+from edgectl.runtime.processes import live_stubs
 from tests.e2e.conftest import LiveServer
 
 pytestmark = pytest.mark.e2e

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from edgectl.config import EdgectlConfig
+from edgectl.deploy.server import LocalTriton
 from edgectl.errors import EdgectlError
-from edgectl.server import SHM_DIR, SHM_PREFIX, LocalTriton
+from edgectl.runtime.processes import SHM_DIR, SHM_PREFIX
 from tests.e2e.conftest import server_config
 
 pytestmark = pytest.mark.e2e

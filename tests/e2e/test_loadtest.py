@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from edgectl.cli import cli
 from edgectl.client import GenerateRequest
-from edgectl.loadprofile import parse_profile
-from edgectl.loadprompts import load_tokenizer
-from edgectl.loadtest import ServerHandle, Target, run_profile
+from edgectl.loadtest.profile import parse_profile
+from edgectl.loadtest.prompts import load_tokenizer
+from edgectl.loadtest.runner import ServerHandle, Target, run_profile
 
 from .conftest import MAX_OUTPUT_LEN, UNUSED_END_ID, LiveServer
 
@@ -37,13 +37,14 @@ def handle(server: LiveServer, protocol: str) -> ServerHandle:
 
 def run(server: LiveServer, tmp_path: Path, protocol: str, model: str = "ensemble", **profile):
     data = {"name": "e2e", **SHORT, **profile}
-    return run_profile(
+    summary = run_profile(
         parse_profile(data, "e2e"),
         [handle(server, protocol)],
         model,
         tmp_path / "run",
         load_tokenizer(Path(server.config.model.artifact)),
     )
+    return summary.as_json()
 
 
 def records(tmp_path: Path) -> list[dict]:

@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from edgectl.client import GenerateRequest
-from edgectl.deploy import deploy_local
 from edgectl.errors import EdgectlError
-from edgectl.server import LocalTriton
-from tests.e2e.conftest import UNUSED_END_ID, LiveServer, server_config
+from tests.e2e.conftest import UNUSED_END_ID, LiveServer, running_server, server_config
 
 pytestmark = pytest.mark.e2e
 SLOTS, QUEUE = 2, 2
@@ -29,11 +27,8 @@ def small_server(
         max_queue_size=QUEUE,
         queue_timeout_s=30,
     )
-    state = deploy_local(config, progress=lambda message: None)
-    try:
-        yield LiveServer(config, state)
-    finally:
-        LocalTriton(config.server).stop()
+    with running_server(config) as live:
+        yield live
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgectl.builder import build
+from edgectl.build.builder import build
+from edgectl.build.recipe import load_recipe
 from edgectl.client import GenerateRequest
 from edgectl.config import EdgectlConfig, cache_dir
-from edgectl.deploy import deploy_local
-from edgectl.recipe import load_recipe
-from edgectl.server import LocalTriton
+from edgectl.runtime.slots import SlotBoard
 from edgectl.timeslice import service
 from edgectl.timeslice.measure import LoadLoop, board_busy_seconds, cpu_seconds
 from edgectl.timeslice.policy import load_policy
-from edgectl.timeslice.slots import SlotBoard
-from tests.e2e.conftest import REPO_ROOT, UNUSED_END_ID, LiveServer, server_config
+from tests.e2e.conftest import UNUSED_END_ID, LiveServer, running_server, server_config
+from tests.paths import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -67,11 +66,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer,
     int8, int4 = built("smollm2-135m-int8"), built("smollm2-135m-int4")
     workdir = tmp_path_factory.mktemp("timeslice")
     config: EdgectlConfig = server_config(workdir, int8)
-    state = deploy_local(config, progress=lambda message: None)
-    try:
-        yield LiveServer(config, state), write_policy(workdir, int8, int4)
-    finally:
-        LocalTriton(config.server).stop()
+    with running_server(config) as live:
+        yield live, write_policy(workdir, int8, int4)
 
 
 def window(server: LiveServer, seconds: float) -> tuple[dict[str, float], dict[str, float]]:

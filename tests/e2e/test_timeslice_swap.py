@@ -15,14 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgectl.builder import build
+from edgectl.build.builder import build
+from edgectl.build.recipe import load_recipe
 from edgectl.client import GenerateRequest, TritonClient
+from edgectl.deploy.server import LocalTriton, ServerState
 from edgectl.errors import EdgectlError
-from edgectl.recipe import load_recipe
-from edgectl.server import LocalTriton, ServerState
 from edgectl.timeslice.policy import TimeslicePolicy
 from edgectl.timeslice.swap import start_swap, stop_swap, swap_status
-from tests.e2e.conftest import REPO_ROOT, UNUSED_END_ID, server_config
+from tests.e2e.conftest import UNUSED_END_ID, server_config
+from tests.paths import REPO_ROOT
 
 INT4_RECIPE = REPO_ROOT / "build" / "smollm2-135m-int4.yaml"
 # An unload must give back at least this fraction of the RSS the backing model's stubs

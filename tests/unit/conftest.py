@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tokenizers import ByteLevelBPETokenizer
 
-from edgectl.serving.detokenize import AnchoredDecoder, find_anchor_id
+from edgectl.runtime.detokenize import AnchoredDecoder, find_anchor_id
 
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog.",

@@ -1,5 +1,1 @@
-"""Multi-model time-slicing (issue 5).
-
-HELPERS: the agreed spec and working rules are in /tmp/prompts/ts_spec.md and
-/tmp/prompts/common.md (deadline 17:30 UTC, never git commit). Read them first.
-"""
+"""Time-slicing on the control side: policies, apply/status/off, the slot board, measurement."""

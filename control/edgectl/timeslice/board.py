@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgectl.deploy.repository import parse_model_config
 from edgectl.errors import EdgectlError
-from edgectl.repository import parse_model_config
+from edgectl.runtime.slots import SlotBoard, SlotSpec
 from edgectl.timeslice.policy import TimeslicePolicy, estimate_memory_gb
-from edgectl.timeslice.slots import SlotBoard, SlotSpec
 
 
 @dataclass(frozen=True)

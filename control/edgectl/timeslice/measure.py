@@ -16,10 +16,10 @@ import httpx
 import psutil
 
 from edgectl.client import GenerateRequest, TritonClient
+from edgectl.deploy.server import ServerState
 from edgectl.errors import EdgectlError
-from edgectl.server import ServerState
-from edgectl.servermem import server_processes
-from edgectl.timeslice.slots import SlotBoard
+from edgectl.runtime.processes import server_processes
+from edgectl.runtime.slots import SlotBoard
 
 _STUB_MODEL = re.compile(r"/([^/]+)/\d+/model\.py$")
 

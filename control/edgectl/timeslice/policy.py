@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from edgectl.config import (
     NAME_PATTERN,
     EdgectlConfig,
     ModelConfig,
+    StrictModel,
     load_validated_yaml,
 )
+from edgectl.deploy.repository import ServedModel
 from edgectl.errors import EdgectlError
-from edgectl.repository import ServedModel
+from edgectl.runtime.openvino_engine import kv_cache_whole_gb
 
 GB = 1e9
 # What an engine stub holds besides its weights and KV cache (OpenVINO runtime, tokenizer,
@@ -31,18 +33,14 @@ GB = 1e9
 ENGINE_OVERHEAD_GB = 0.5
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SwapSettings(_Strict):
+class SwapSettings(StrictModel):
     """Swap mode only (models that do not fit together take turns being loaded)."""
 
     wait_timeout_s: float = Field(30.0, gt=0, le=3600)
     min_resident_s: float = Field(2.0, ge=0, le=3600)
 
 
-class ModelShare(_Strict):
+class ModelShare(StrictModel):
     """One served model and its part of the device."""
 
     name: str = Field(pattern=NAME_PATTERN)  # the served ensemble's name
@@ -61,7 +59,7 @@ class ModelShare(_Strict):
         return self
 
 
-class TimeslicePolicy(_Strict):
+class TimeslicePolicy(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     mode: Literal["auto", "coresident", "swap"] = "auto"
     memory_budget_gb: float = Field(gt=0)
@@ -117,7 +115,7 @@ class PlannedModel:
 
 def plan_models(policy: TimeslicePolicy, config: EdgectlConfig) -> list[PlannedModel]:
     """Resolve each model's artifact (it must be built) and its memory estimate."""
-    from edgectl.deploy import served_model
+    from edgectl.deploy.artifacts import served_model
 
     planned = []
     for model in policy.models:
@@ -140,10 +138,10 @@ def plan_models(policy: TimeslicePolicy, config: EdgectlConfig) -> list[PlannedM
 def estimate_memory_gb(artifact: Path, kv_cache_gb: float) -> float:
     """Weights on disk + the KV cache the engine reserves + the stub's fixed overhead.
 
-    The CPU engine rounds its KV cache to whole GB (openvino_backend.build_engine).
+    The CPU engine rounds its KV cache to whole GB (``kv_cache_whole_gb``).
     """
     weights = sum(p.stat().st_size for p in Path(artifact).glob("*.bin"))
-    kv = max(1, round(kv_cache_gb))
+    kv = kv_cache_whole_gb(kv_cache_gb)
     return round(weights / GB + kv + ENGINE_OVERHEAD_GB, 3)
 
 

@@ -2,7 +2,7 @@
 
 The policy in force is recorded in ``<server.workdir>/timeslice/policy.json``; the
 co-resident slot board every CPU engine step consults lives in
-``<server.workdir>/run/timeslice/`` (see :mod:`edgectl.timeslice.slots`).  Swap mode is
+``<server.workdir>/run/timeslice/`` (see :mod:`edgectl.runtime.slots`).  Swap mode is
 handed to :mod:`edgectl.timeslice.swap`.
 """
 
@@ -11,21 +11,21 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from edgectl.config import EdgectlConfig
+from edgectl.deploy.repository import ServedModel, render_repository
+from edgectl.deploy.server import LocalTriton, ServerState
 from edgectl.errors import EdgectlError
-from edgectl.repository import ServedModel, render_repository
-from edgectl.server import LocalTriton, ServerState
-from edgectl.servermem import server_rss_bytes
+from edgectl.progress import Progress
+from edgectl.runtime.files import write_json_atomic
+from edgectl.runtime.processes import server_rss_bytes
+from edgectl.runtime.slots import SlotBoard, SlotSpec
 from edgectl.timeslice.policy import PlannedModel, TimeslicePolicy, plan_models, resolved_mode
-from edgectl.timeslice.slots import SlotBoard, SlotSpec
 
-Progress = Callable[[str], None]
 RECORD = "policy.json"
 # Who divides the device in co-resident mode (docs/timeslice-coresident.md says why).
 ENFORCEMENT = {
@@ -56,11 +56,7 @@ def read_record(workdir: Path) -> dict[str, Any] | None:
 
 
 def _write_record(workdir: Path, record: dict[str, Any]) -> None:
-    path = record_path(workdir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(RECORD + ".partial")
-    partial.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    partial.replace(path)
+    write_json_atomic(record_path(workdir), record)
 
 
 def _client(state: ServerState, config: EdgectlConfig):
@@ -181,7 +177,7 @@ def _rendered(repository: Path, model: ServedModel) -> dict[str, str]:
 
 def _normal_models(config: EdgectlConfig, policy_names: list[str]) -> list[ServedModel]:
     """The configured model too (unless the policy serves that name), so `off` can load it."""
-    from edgectl.deploy import served_model
+    from edgectl.deploy.artifacts import served_model
 
     if config.model.name in policy_names:
         return []

@@ -1,10 +1,10 @@
-"""Swap mode of ``edgectl timeslice`` (issue 5): models that do not fit take turns.
+"""Swap mode of ``edgectl timeslice``: models that do not fit take turns.
 
 ``start_swap`` installs, for each served name ``M`` of the policy, an always-loaded front
 model ``M`` (``model_repository/timeslice_front``) and a backing ensemble ``M_backing``
 whose steps keep the usual names (``M_preprocessing``, ``M_tensorrt_llm``,
 ``M_postprocessing``).  Clients call ``M`` as before.  The backing ensembles start
-unloaded; the scheduler inside the fronts (see :mod:`edgectl.timeslice.swap_core`)
+unloaded; the scheduler inside the fronts (see :mod:`edgectl.runtime.swap`)
 loads and unloads them through Triton's explicit model control as demand requires.
 ``swap_status`` reads the board; ``stop_swap`` unloads everything it installed.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,19 @@ import psutil
 
 from edgectl.client import TritonClient
 from edgectl.config import EdgectlConfig, ServerConfig
-from edgectl.errors import EdgectlError
-from edgectl.repository import (
+from edgectl.deploy.repository import (
     TEMPLATES,
     ServedModel,
     _render_one,
     parse_model_config,
     render_repository,
 )
-from edgectl.server import LocalTriton, ServerState
+from edgectl.deploy.server import LocalTriton, ServerState
+from edgectl.errors import EdgectlError
+from edgectl.progress import Progress
+from edgectl.runtime.swap import IN, PLAN_FILE, RESIDENT_PHASES, Board, SwapModel, SwapPlan
 from edgectl.timeslice.policy import TimeslicePolicy, plan_models, resolved_mode
-from edgectl.timeslice.swap_core import IN, PLAN_FILE, RESIDENT_PHASES, Board, SwapModel, SwapPlan
 
-Progress = Callable[[str], None]
 BOARD_DIR = Path("timeslice") / "swap"
 FRONT_TEMPLATE = TEMPLATES / "timeslice_front"
 BACKING_SUFFIX = "_backing"

@@ -1,4 +1,4 @@
-"""Triton adapter for the CPU engine step (edgectl.serving.engine).
+"""Triton adapter for the CPU engine step (edgectl.runtime.engine).
 
 ``execute`` only turns each request into an EngineRequest and queues it; the
 engine's own thread streams responses back through the request's sender.
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from edgectl.serving.cancel_board import CancelBoard
-from edgectl.serving.contract import InvalidRequest, SamplingParams, decode_word_lists
-from edgectl.serving.engine import (
+from edgectl.runtime.cancel_board import CancelBoard
+from edgectl.runtime.contract import InvalidRequest, SamplingParams, decode_word_lists
+from edgectl.runtime.engine import (
     CANCELLED,
     INTERNAL,
     INVALID,
@@ -20,9 +20,18 @@ from edgectl.serving.engine import (
     EngineLimits,
     EngineRequest,
 )
-from edgectl.serving.openvino_backend import SchedulerSettings, build_engine
-from edgectl.serving.triton_io import model_parameters, parse_bool, scalar
-from edgectl.timeslice.slots import SlotGate
+from edgectl.runtime.metrics import (
+    ENGINE_COUNTERS,
+    ENGINE_GAUGES,
+    ENGINE_PREFIX,
+    SLOT_COUNTERS,
+    SLOT_GAUGES,
+    SLOT_PREFIX,
+    MetricTable,
+)
+from edgectl.runtime.openvino_engine import SchedulerSettings, build_engine
+from edgectl.runtime.slots import SlotGate
+from edgectl.runtime.triton_io import model_parameters, parse_bool, scalar
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # TritonError's codes by name; pb_utils.TritonError only exists once the stub runs the model.
@@ -67,70 +76,6 @@ class _SenderSink:
         return self._sender.is_cancelled()
 
 
-class _Metrics:
-    """Engine counters on Triton's /metrics endpoint, labelled by model name.
-
-    A counter whose source restarts from zero (a re-applied time-slicing policy) counts
-    on from there instead of going backwards.
-    """
-
-    COUNTERS = {
-        "steps": "Engine steps (one scheduler iteration each)",
-        "scheduled_sequences": "Sum over steps of the sequences scheduled in that step",
-        "requests_added": "Requests admitted to the running batch",
-        "requests_finished": "Requests that completed",
-        "requests_cancelled": "Requests cancelled by their client",
-        "requests_failed": "Requests refused or aborted with an error",
-        "requests_rejected": "Requests refused for overload (queue full or queue timeout)",
-    }
-    GAUGES = {
-        "peak_scheduled": "Most sequences scheduled in one step since load",
-        "active": "Requests in the running batch now",
-        "waiting": "Requests waiting for a slot in the running batch",
-        "kv_cache_usage": "Fraction of the paged KV cache in use",
-    }
-
-    def __init__(self, model_name, prefix="edgectl_engine", counters=None, gauges=None):
-        labels = {"model": model_name}
-        self._metrics = {}
-        for kind, table in (
-            (pb_utils.MetricFamily.COUNTER, self.COUNTERS if counters is None else counters),
-            (pb_utils.MetricFamily.GAUGE, self.GAUGES if gauges is None else gauges),
-        ):
-            for key, description in table.items():
-                suffix = "_total" if kind == pb_utils.MetricFamily.COUNTER else ""
-                family = pb_utils.MetricFamily(
-                    name=f"{prefix}_{key}{suffix}", description=description, kind=kind
-                )
-                self._metrics[key] = (kind, family, family.Metric(labels=labels))
-        self._last = {}
-
-    def publish(self, stats):
-        values = stats if isinstance(stats, dict) else stats.as_dict()
-        for key, (kind, _family, metric) in self._metrics.items():
-            value = values[key]
-            if kind == pb_utils.MetricFamily.COUNTER:
-                if value < self._last.get(key, 0):
-                    self._last[key] = 0
-                delta = value - self._last.get(key, 0)
-                if delta:
-                    metric.increment(delta)
-                self._last[key] = value
-            else:
-                metric.set(value)
-
-
-# Co-resident time-slicing (edgectl.timeslice.slots): achieved share per model is
-# rate(edgectl_timeslice_device_seconds_total) over its sum across models.
-SLOT_COUNTERS = {
-    "device_seconds": "Seconds this engine held the device under the time-slicing policy",
-    "slots": "Time slots this engine completed",
-    "slot_waits": "Times this engine had work but waited for another model's slot",
-    "slot_wait_seconds": "Seconds this engine had work but waited for another model's slot",
-}
-SLOT_GAUGES = {"configured_share": "This engine's configured share of the device (0..1)"}
-
-
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
@@ -151,10 +96,9 @@ class TritonPythonModel:
             kv_cache_gb=float(params["kv_cache_gb"]),
             enable_prefix_caching=parse_bool(params["enable_prefix_caching"]),
         )
-        self.metrics = _Metrics(self.model_name)
-        self.slot_metrics = _Metrics(
-            self.model_name, "edgectl_timeslice", SLOT_COUNTERS, SLOT_GAUGES
-        )
+        labels = {"model": self.model_name}
+        self.metrics = MetricTable(pb_utils, ENGINE_PREFIX, ENGINE_COUNTERS, ENGINE_GAUGES, labels)
+        self.slot_metrics = MetricTable(pb_utils, SLOT_PREFIX, SLOT_COUNTERS, SLOT_GAUGES, labels)
         # Co-resident time-slicing: idle (one stat per step) until a policy names us.
         self.gate = (
             SlotGate(Path(params["timeslice_dir"]), self.model_name)

@@ -1,13 +1,13 @@
-"""Triton adapter: output_ids -> text with edgectl.serving.detokenize.AnchoredDecoder."""
+"""Triton adapter: output_ids -> text with edgectl.runtime.detokenize.AnchoredDecoder."""
 
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from edgectl.serving.cancel_board import CancelBoard
-from edgectl.serving.openvino_backend import anchored_decoder
-from edgectl.serving.triton_io import model_parameters
+from edgectl.runtime.cancel_board import CancelBoard
+from edgectl.runtime.openvino_engine import anchored_decoder
+from edgectl.runtime.triton_io import model_parameters
 
 
 class TritonPythonModel:

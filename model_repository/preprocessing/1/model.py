@@ -1,13 +1,13 @@
-"""Triton adapter for edgectl.serving.tokenization.Preprocessor."""
+"""Triton adapter for edgectl.runtime.tokenization.Preprocessor."""
 
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from edgectl.serving.contract import InvalidRequest
-from edgectl.serving.tokenization import PreprocessLimits, Preprocessor
-from edgectl.serving.triton_io import model_parameters, scalar, strings
+from edgectl.runtime.contract import InvalidRequest
+from edgectl.runtime.tokenization import PreprocessLimits, Preprocessor
+from edgectl.runtime.triton_io import model_parameters, scalar, strings
 
 
 def _input(request, name):

@@ -1,0 +1,1 @@
+"""Turning checkpoints into served artifacts: recipes, sources, quantization, manifests, reports."""

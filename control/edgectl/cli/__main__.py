@@ -1,0 +1,5 @@
+"""``python -m edgectl.cli``: the same as the ``edgectl`` script."""
+
+from edgectl.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Load tests: profiles, prompts, the locust users, per-request metrics, summaries and reports."""

@@ -1,0 +1,1 @@
+"""The only code Triton models import: contract, tokenization, engine loop, gates."""

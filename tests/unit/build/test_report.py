@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from edgectl.build.quality.report import (
+    COMMAND,
+    REPORT_DIR,
+    Measurement,
+    generate_report,
+    make_rows,
+    markdown_table,
+    paired_stderr_pct,
+    precision_label,
+    report_recipes,
+    verdict,
+)
+from edgectl.build.recipe import Recipe, check_against_model, load_recipe
+from edgectl.errors import EdgectlError
+from tests.model_shapes import SMOLLM2_CONFIG
+
+SMOLLM2 = SMOLLM2_CONFIG
+FP32_BYTES = 538_000_000
+
+
+def recipe(name: str, weights: str, **extra) -> Recipe:
+    data = {"name": name, "precision": {"weights": weights, "group_size": 64}} | extra
+    if weights in ("int8_sq", "int4_awq", "int4_gptq"):
+        data["calibration"] = {"mode": "static"}
+    return Recipe.model_validate(data)
+
+
+def measurement(size: int, ppl: float) -> Measurement:
+    return Measurement(size, ppl, 2.0, 15_000, 50.0)
+
+
+def test_rows_are_relative_to_fp32_and_checked_against_the_targets():
+    rows = make_rows(
+        [
+            (recipe("ref", "fp32"), measurement(FP32_BYTES, 20.0)),
+            (recipe("i8", "int8_wo"), measurement(FP32_BYTES // 4, 20.1)),
+            (recipe("i8bad", "int8_wo"), measurement(FP32_BYTES // 2, 20.4)),
+            (recipe("i4", "int4_awq"), measurement(FP32_BYTES // 6, 20.9)),
+            (recipe("i4bad", "int4_wo"), measurement(FP32_BYTES // 5, 22.0)),
+        ]
+    )
+    by_name = {row.recipe: row for row in rows}
+    assert by_name["ref"].verdict == "reference"
+    assert by_name["i8"].size_pct_of_fp32 == 25.0
+    assert by_name["i8"].reduction_x == 4.0
+    assert by_name["i8"].quality_loss_pct == pytest.approx(0.5)
+    assert by_name["i8"].verdict == "meets"
+    assert by_name["i8bad"].verdict == "short: size 50.0% > 30%, ppl +2.00% > 1%"
+    assert by_name["i4"].verdict == "meets"
+    assert by_name["i4bad"].verdict == "short: size 20.0% > 18%, ppl +10.00% > 5%"
+
+
+def test_a_set_without_fp32_is_refused():
+    with pytest.raises(EdgectlError, match="needs an fp32 recipe"):
+        make_rows([(recipe("i8", "int8_wo"), measurement(1, 1.0))])
+
+
+def test_verdict_classes():
+    assert verdict(None, 50.0, 0.0) == "-"
+    assert verdict("int4", 18.0, 5.0) == "meets"  # the limits themselves are allowed
+
+
+def test_mixed_label_names_every_format_and_the_head():
+    mixed = recipe(
+        "mix",
+        "int4_awq",
+        mixed_precision={
+            "layers": [{"range": [0, 1], "weights": "int8_wo"}],
+            "lm_head": "int8_wo",
+        },
+    )
+    assert precision_label(mixed) == "mixed int4_awq/int8_wo g64, head int8_wo"
+
+
+def test_shipped_report_set_covers_the_issue_and_fits_the_model():
+    recipes = [load_recipe(path) for path in report_recipes()]
+    formats = {r.precision.weights for r in recipes if r.mixed_precision is None}
+    assert formats == {"fp32", "fp16", "int8_wo", "int8_sq", "int4_wo", "int4_awq", "int4_gptq"}
+    assert sum(r.mixed_precision is not None for r in recipes) == 1
+    assert len({r.name for r in recipes}) == len(recipes)
+    for item in recipes:
+        check_against_model(item, SMOLLM2)  # group sizes divide 576 and 1536, ranges fit
+
+
+def test_generate_report_writes_markdown_csv_and_png(tmp_path):
+    sizes = {"fp32": FP32_BYTES, "fp16": FP32_BYTES // 2}
+    built: list[str] = []
+
+    def fake_build(item: Recipe, progress) -> Path:
+        built.append(item.name)
+        return tmp_path / item.name
+
+    def fake_measure(artifact: Path, progress) -> Measurement:
+        weights = load_recipe(paths[built.index(artifact.name)]).precision.weights
+        return measurement(sizes.get(weights, FP32_BYTES // 5), 20.0 + len(built) / 10)
+
+    paths = report_recipes(REPORT_DIR)
+    messages: list[str] = []
+    out = tmp_path / "results"
+    markdown = generate_report(
+        paths,
+        out,
+        messages.append,
+        build_fn=fake_build,
+        measure_fn=fake_measure,
+        speed_fn=lambda artifacts, progress: [float(len(a.name)) for a in artifacts],
+    )
+    assert built == [load_recipe(path).name for path in paths]
+    assert any("building" in message for message in messages)
+    text = markdown.read_text(encoding="utf-8")
+    assert COMMAND in text and "| precision |" in text
+    with (out / "report.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["recipe"] for row in rows] == built
+    assert rows[0]["verdict"] == "reference"
+    assert [float(row["tokens_per_s"]) for row in rows] == [float(len(name)) for name in built]
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quality_loss_error_is_paired_over_the_same_windows():
+    reference = [3.0, 4.0, 5.0, 3.5]
+    shifted = [value + 0.01 for value in reference]  # every window 1% worse: no spread
+    assert paired_stderr_pct(shifted, reference) == pytest.approx(0.0, abs=1e-9)
+    noisy = [3.02, 4.0, 5.02, 3.5]
+    assert paired_stderr_pct(noisy, reference) == pytest.approx(0.5774, rel=1e-3)
+    assert paired_stderr_pct(noisy, reference[:3]) is None  # different windows: not paired
+    rows = make_rows(
+        [
+            (recipe("ref", "fp32"), Measurement(FP32_BYTES, 20.0, 2.0, 1, 1.0, None, reference)),
+            (recipe("i8", "int8_wo"), Measurement(FP32_BYTES // 4, 20.2, 2.0, 1, 1.0, None, noisy)),
+        ]
+    )
+    assert rows[1].quality_loss_stderr_pct == pytest.approx(0.577, abs=1e-3)
+    assert "+1.00% ± 0.58" in markdown_table(rows)
