@@ -85,6 +85,19 @@ class ClientConfig(_Strict):
     timeout_s: float = Field(120.0, gt=0)
 
 
+class OpenAIGatewayConfig(_Strict):
+    """The OpenAI-compatible gateway started beside tritonserver by ``deploy --local``."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9000, ge=1, le=65535)
+    # The NAME of an environment variable holding the API key (never the key itself);
+    # unset: no key is asked for.
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    ready_timeout_s: float = Field(60.0, gt=0)
+
+
 class K8sConfig(_Strict):
     """``deploy/status --target k8s``: the Helm release of the chart in ``helm/``."""
 
@@ -102,6 +115,7 @@ class EdgectlConfig(_Strict):
     engine: EngineConfig = EngineConfig()
     model: ModelConfig = ModelConfig()
     client: ClientConfig = ClientConfig()
+    openai: OpenAIGatewayConfig = OpenAIGatewayConfig()
     k8s: K8sConfig = K8sConfig()
 
     @field_validator("server")

@@ -45,11 +45,19 @@ def deploy(ctx: Context, local: bool, target: str, dry_run: bool) -> None:
             f"[yellow]warning:[/yellow] binding to {config.server.host} exposes an "
             "unauthenticated inference API beyond this machine"
         )
+    if config.openai.enabled:
+        from edgectl.openai.serve import exposure_warning
+
+        warning = exposure_warning(config.openai.host, config.openai.api_key_env)
+        if warning:
+            console().print(f"[yellow]warning:[/yellow] {warning}")
     state = deploy_local(config, progress)
     click.echo(
         f"serving {', '.join(state.models)}: http {state.http_url}  grpc {state.grpc_url}  "
         f"metrics http://{state.host}:{state.metrics_port}/metrics  (pid {state.pid})"
     )
+    if config.openai.enabled:
+        _echo_gateway(ctx.config)
 
 
 def _deploy_k8s(config: EdgectlConfig, dry_run: bool) -> None:
@@ -88,10 +96,13 @@ def _status_k8s(config: EdgectlConfig) -> None:
 @click.command()
 @pass_context
 def stop(ctx: Context) -> None:
-    """Stop the local server, its Python stubs, and clean their shared memory."""
-    from edgectl.deploy.server import LocalTriton
+    """Stop the OpenAI gateway, the local server, its Python stubs; clean their shared memory."""
+    from edgectl.deploy.local import stop_local
 
-    if LocalTriton(ctx.config.server).stop():
+    gateway, server = stop_local(ctx.config)
+    if gateway:
+        click.echo("openai gateway stopped")
+    if server:
         click.echo("server stopped")
     else:
         click.echo("no server was running (stale state cleaned up)")
@@ -127,12 +138,28 @@ def status(ctx: Context, breakdown: bool, target: str) -> None:
             click.echo(server.log_tail(recorded, lines=10))
         sys.exit(3)
     click.echo(f"server: up (pid {state.pid})  http {state.http_url}  grpc {state.grpc_url}")
+    _echo_gateway(ctx.config)
     for line in server.recovery_summary():
         click.echo(f"  {line}")
     for model in ctx.client().list_models():
         click.echo(f"  {model.get('name')}: {model.get('state', '?')} {model.get('reason', '')}")
     if breakdown:
         _print_breakdown(ctx)
+
+
+def _echo_gateway(config: EdgectlConfig) -> None:
+    """One line on the OpenAI gateway of this work dir: up with its URL, down, or disabled."""
+    from edgectl.deploy.local import local_gateway
+
+    gateway = local_gateway(config)
+    running = gateway.running()
+    if running is not None:
+        click.echo(f"openai: up (pid {running.pid})  {running.url}/v1")
+    elif gateway.read_state() is not None:
+        click.echo(f"openai: down (pid {gateway.read_state().pid} is gone); last log lines:")
+        click.echo(gateway.log_tail(lines=5))
+    elif config.openai.enabled:
+        click.echo("openai: down")
 
 
 @click.group()
