@@ -17,8 +17,8 @@ import pytest
 
 from edgectl.client import TritonClient
 from edgectl.config import EdgectlConfig
-from edgectl.deploy.local import deploy_local
-from edgectl.deploy.server import LocalTriton, ServerState
+from edgectl.deploy.local import deploy_local, stop_local
+from edgectl.deploy.server import ServerState
 
 MAX_INPUT_LEN = 256
 MAX_OUTPUT_LEN = 256
@@ -36,8 +36,11 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def server_config(workdir: Path, artifact: Path, **engine: object) -> EdgectlConfig:
-    http, grpc, metrics = free_ports(3)
+def server_config(
+    workdir: Path, artifact: Path, gateway: bool = False, **engine: object
+) -> EdgectlConfig:
+    """Triton on free ports; with ``gateway`` also the OpenAI gateway on a free port."""
+    http, grpc, metrics, openai = free_ports(4)
     return EdgectlConfig.model_validate(
         {
             "server": {
@@ -54,6 +57,7 @@ def server_config(workdir: Path, artifact: Path, **engine: object) -> EdgectlCon
                 **engine,
             },
             "model": {"artifact": str(artifact)},
+            "openai": {"enabled": gateway, "port": openai},
         }
     )
 
@@ -83,7 +87,7 @@ def running_server(config: EdgectlConfig) -> Iterator[LiveServer]:
     try:
         yield LiveServer(config, state)
     finally:
-        LocalTriton(config.server).stop()
+        stop_local(config)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from typing import Any
 
 import numpy as np
@@ -47,3 +48,12 @@ def stream_infer(url: str, model: str, inputs: dict[str, Any], timeout: float = 
     finally:
         client.stop_stream()
         client.close()
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 
 from edgectl.client import GenerateRequest
 from tests.e2e.conftest import UNUSED_END_ID, LiveServer
-from tests.e2e.helpers import infer_input
+from tests.e2e.helpers import infer_input, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,15 +42,6 @@ def start_thread(server: LiveServer, request: GenerateRequest) -> tuple[threadin
     thread = threading.Thread(target=run_timed, args=(server, request, record), daemon=True)
     thread.start()
     return thread, record
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_concurrent_requests_share_engine_steps(live_server: LiveServer) -> None:

@@ -43,9 +43,7 @@ def cli(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...]
     ctx.obj = Context(config_path, overrides)
 
 
-for command in (
-    build, deploy, stop, status, models, generate, render, loadtest, timeslice, openai
-):
+for command in (build, deploy, stop, status, models, generate, render, loadtest, timeslice, openai):
     cli.add_command(command)
 
 

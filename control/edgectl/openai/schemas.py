@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgectl.openai.errors import ApiError, bad_request
 
@@ -19,6 +19,9 @@ MAX_N = 8  # choices per request; more would only queue behind each other on the
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def cross_check(self) -> None:
+        """Rules between fields, raised as a 400 naming the field at fault."""
 
 
 class StreamOptions(_Body):
@@ -35,12 +38,6 @@ class JsonSchemaFormat(_Body):
 class ResponseFormat(_Body):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError("type json_schema needs a json_schema object")
-        return self
 
 
 class TextPart(_Body):
@@ -97,15 +94,22 @@ class _Sampling(_Body):
             raise ValueError("stop sequences must not be empty")
         return words
 
-    @model_validator(mode="after")
-    def _consistent(self) -> _Sampling:
+    def cross_check(self) -> None:
         if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options is only allowed when stream is true")
+            raise bad_request(
+                "stream_options is only allowed when stream is true", "stream_options"
+            )
+        fmt = self.response_format
+        if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is None:
+            raise bad_request(
+                "type json_schema needs a json_schema object", "response_format.json_schema"
+            )
         guides = [self.response_format and self.response_format.type != "text",
                   self.guided_regex, self.guided_grammar]  # fmt: skip
         if sum(bool(guide) for guide in guides) > 1:
-            raise ValueError("give one of response_format, guided_regex, guided_grammar")
-        return self
+            raise bad_request(
+                "give one of response_format, guided_regex, guided_grammar", "response_format"
+            )
 
     @property
     def stop_words(self) -> list[str]:
@@ -122,11 +126,10 @@ class ChatRequest(_Sampling):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
-    @model_validator(mode="after")
-    def _chat_rules(self) -> ChatRequest:
+    def cross_check(self) -> None:
+        super().cross_check()
         if self.top_logprobs is not None and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs: true")
-        return self
+            raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
 
     @property
     def output_limit(self) -> int | None:
@@ -153,11 +156,10 @@ class CompletionRequest(_Sampling):
             raise ValueError("prompt must be a non-empty string or a list of them")
         return prompt
 
-    @model_validator(mode="after")
-    def _best_of(self) -> CompletionRequest:
+    def cross_check(self) -> None:
+        super().cross_check()
         if self.best_of is not None and self.best_of != self.n:
-            raise ValueError("best_of other than n is not supported")
-        return self
+            raise bad_request("best_of other than n is not supported", "best_of")
 
     @property
     def prompts(self) -> list[str]:
@@ -188,9 +190,11 @@ def parse_body(model: type[_Body], data: Any) -> Any:
     if not isinstance(data, dict):
         raise bad_request("the request body must be a JSON object", code="invalid_json")
     try:
-        return model.model_validate(data)
+        body = model.model_validate(data)
     except ValidationError as err:
         raise validation_error(err) from None
+    body.cross_check()
+    return body
 
 
 def validation_error(err: ValidationError) -> ApiError:
