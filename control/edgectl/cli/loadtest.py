@@ -21,7 +21,8 @@ from edgectl.cli.context import Context, pass_context, progress
 @click.option(
     "--target",
     metavar="URL",
-    help="grpc://HOST:PORT or http://HOST:PORT (default: the configured local server).",
+    help="grpc://HOST:PORT, http://HOST:PORT or openai://HOST:PORT (the OpenAI gateway); "
+    "default: the configured local server.",
 )
 @click.option("--model", help="Ensemble to load (default: model.name from the config).")
 @click.option(

@@ -51,13 +51,17 @@ from edgectl.runtime.processes import RssSampler
 LOADTEST_DIR = loadtest_dir()
 # Runs land under the working directory (the shipped folder may be read-only).
 RESULTS_DIR = Path("loadtest") / "results"
-LOCUSTFILES = {"grpc": "locustfile_grpc.py", "http": "locustfile_http.py"}
+LOCUSTFILES = {
+    "grpc": "locustfile_grpc.py",
+    "http": "locustfile_http.py",
+    "openai": "locustfile_openai.py",  # the OpenAI-compatible gateway
+}
 LOCUST_STARTUP_S = 60  # allowance on top of duration + stop timeout before the step is killed
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where requests go: ``grpc://host:port`` or ``http://host:port``."""
+    """Where requests go: ``grpc://host:port``, ``http://host:port`` or ``openai://host:port``."""
 
     protocol: str
     host: str
@@ -68,8 +72,8 @@ class Target:
         parts = urlsplit(url)
         if parts.scheme not in LOCUSTFILES or not parts.hostname or parts.port is None:
             raise EdgectlError(
-                "--target must look like grpc://127.0.0.1:8001 or http://127.0.0.1:8000, "
-                f"got {url!r}"
+                "--target must look like grpc://127.0.0.1:8001, http://127.0.0.1:8000 or "
+                f"openai://127.0.0.1:9000, got {url!r}"
             )
         return cls(parts.scheme, parts.hostname, parts.port)
 
@@ -125,6 +129,9 @@ def local_handle(config: EdgectlConfig, target_url: str | None, allow_remote: bo
     mine = state is not None and target.port in (state.http_port, state.grpc_port)
     if target.protocol == "http":
         stats_url = f"http://{target.user_url.removeprefix('http://')}"
+    elif target.protocol == "openai":  # the gateway in front of the local (or configured) server
+        stats_url = state.http_url if state else f"http://{target.host}:{server.http_port}"
+        mine = state is not None
     else:  # Triton does not tell its HTTP port over gRPC: the local server's, or the config's
         stats_url = state.http_url if mine and state else f"http://{target.host}:{server.http_port}"
     return ServerHandle("server", target, stats_url, state.pid if mine and state else None)
@@ -332,6 +339,7 @@ def variant_config(base: EdgectlConfig, settings: dict[str, Any], workdir: Path)
         "server.http_port": free_port(),
         "server.grpc_port": free_port(),
         "server.metrics_port": free_port(),
+        "openai.port": free_port(),
     }
     for key, value in settings.items():
         section, _, name = key.partition(".")
