@@ -171,6 +171,7 @@ def main() -> None:
                        "metrics_port": 18002},
             "engine": {"max_num_seqs": max(args.concurrency)},
             "model": {"artifact": str(artifact)},
+            "openai": {"enabled": False},  # Triton alone is measured here
         }
     )  # fmt: skip
     results = [bare_engine_phase(artifact, config, args.max_tokens, 1, 3)]

@@ -252,6 +252,7 @@ def main() -> None:
                        "grpc_port": 18201, "metrics_port": 18202},
             "engine": {"max_input_len": 256, "max_output_len": 256},
             "model": {"artifact": str(artifact)},
+            "openai": {"enabled": False},  # Triton alone is measured here
         }
     )  # fmt: skip
     state = deploy_local(config, progress=print)

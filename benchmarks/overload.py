@@ -56,6 +56,7 @@ def main() -> None:
             "engine": {"max_num_seqs": args.slots, "max_queue_size": args.queue,
                        "queue_timeout_s": args.queue_timeout},
             "model": {"artifact": str(artifact)},
+            "openai": {"enabled": False},  # Triton alone is measured here
         }
     )  # fmt: skip
     state = deploy_local(config, progress=print)
