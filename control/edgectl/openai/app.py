@@ -199,13 +199,12 @@ def create_app(settings: GatewaySettings, triton: Triton | None = None) -> Any:
     @app.get("/v1/models")
     async def list_models() -> JSONResponse:
         models = await gateway.models()
-        return JSONResponse({"object": "list", "data": [m.model_dump() for m in models]})
+        return JSONResponse({"object": "list", "data": [_model(m.id) for m in models]})
 
     @app.get("/v1/models/{model}")
     async def get_model(model: str) -> JSONResponse:
         await gateway.llm(model)
-        return JSONResponse(Model(id=model, object="model", created=0, owned_by="edgectl")
-                            .model_dump())  # fmt: skip
+        return JSONResponse(_model(model))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -263,6 +262,12 @@ def create_app(settings: GatewaySettings, triton: Triton | None = None) -> Any:
         return Response(gateway.metrics.exposition(), media_type="text/plain; version=0.0.4")
 
     return Guard(app, settings, gateway.metrics)
+
+
+def _model(name: str) -> dict[str, Any]:
+    return Model(id=name, object="model", created=0, owned_by="edgectl").model_dump(
+        exclude_none=True
+    )
 
 
 def _json(text: str) -> Response:
