@@ -9,7 +9,7 @@ EDGECTL := $(BIN)/edgectl
 RECIPE ?= build/smollm2-135m-int8.yaml
 PROMPT ?= What is the capital of France?
 
-.PHONY: install demo test test-slow lint chart bench report loadtest clean
+.PHONY: install demo test test-slow lint chart bench bench-openai aiperf report loadtest clean
 
 install: $(STAMP) $(TOOLS_STAMP)
 
@@ -60,6 +60,24 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ensemble_throughput.py
+
+# The OpenAI gateway's overhead: the same locust load on Triton's gRPC stream and on the
+# gateway in front of it, one server, steps interleaved (loadtest/profiles/openai-overhead.yaml).
+bench-openai: $(STAMP)
+	$(BIN)/python benchmarks/openai_overhead.py
+
+# AIPerf against the gateway at concurrency 1/4/8/16 (128 tokens in, 128 out).  AIPerf pins
+# packages this project's venv needs at other versions, so it gets its own venv.
+AIPERF_VENV  := .venv-aiperf
+AIPERF_STAMP := $(AIPERF_VENV)/.edgectl-installed
+$(AIPERF_STAMP):
+	$(PYTHON) -m venv $(AIPERF_VENV)
+	$(AIPERF_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIPERF_VENV)/bin/pip install --quiet "aiperf==0.13.*"
+	touch $(AIPERF_STAMP)
+
+aiperf: $(STAMP) $(AIPERF_STAMP)
+	$(BIN)/python benchmarks/aiperf_gateway.py --aiperf $(AIPERF_VENV)/bin/aiperf
 
 # The quantization report: every build/report/*.yaml precision measured in one run.
 report: $(STAMP)

@@ -21,7 +21,6 @@ def openai_body(model: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]
     """The endpoint and body that ask the gateway for what ``inputs`` ask Triton for."""
     body: dict[str, Any] = {
         "model": model, "max_tokens": inputs["max_tokens"], "stream": inputs["stream"],
-        "temperature": 0,
     }  # fmt: skip
     if "end_id" in inputs:
         body["ignore_eos"] = True
