@@ -9,21 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
-
 from edgectl.client import iter_generate_text
-from edgectl.loadtest.locust_user import LlmUser
+from edgectl.loadtest.locust_user import HttpLlmUser
 
 
-class HttpSseUser(LlmUser):
+class HttpSseUser(HttpLlmUser):
     request_type = "http-sse"
-
-    def on_start(self) -> None:
-        super().on_start()
-        self._http = httpx.Client(base_url=self.spec.url, timeout=self.spec.request_timeout_s)
-
-    def on_stop(self) -> None:
-        self._http.close()
 
     def stream(self, inputs: dict[str, Any]) -> Iterator[str]:
         endpoint = "generate_stream" if inputs["stream"] else "generate"

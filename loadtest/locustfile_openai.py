@@ -12,9 +12,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
-
-from edgectl.loadtest.locust_user import LlmUser
+from edgectl.loadtest.locust_user import HttpLlmUser
 
 
 def openai_body(model: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -38,15 +36,8 @@ def text_of(choice: dict[str, Any]) -> str:
     return holder.get("content") or ""
 
 
-class OpenAIUser(LlmUser):
+class OpenAIUser(HttpLlmUser):
     request_type = "openai-sse"
-
-    def on_start(self) -> None:
-        super().on_start()
-        self._http = httpx.Client(base_url=self.spec.url, timeout=self.spec.request_timeout_s)
-
-    def on_stop(self) -> None:
-        self._http.close()
 
     def stream(self, inputs: dict[str, Any]) -> Iterator[str]:
         path, body = openai_body(self.spec.model, inputs)

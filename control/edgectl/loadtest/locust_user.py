@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import gevent
+import httpx
 from gevent.event import Event
 from locust import User, constant, events, task
 from locust.env import Environment
@@ -188,3 +189,16 @@ class LlmUser(User):
         record.output_text = "".join(pieces)
         record.responses = len(pieces)
         return record
+
+
+class HttpLlmUser(LlmUser):
+    """An LlmUser with one keep-alive HTTP connection pool to ``spec.url``."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._http = httpx.Client(base_url=self.spec.url, timeout=self.spec.request_timeout_s)
+
+    def on_stop(self) -> None:
+        self._http.close()

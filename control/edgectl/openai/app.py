@@ -22,14 +22,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from openai.types import Model
 from starlette.exceptions import HTTPException
 
+from edgectl.openai.endpoints import ChatEndpoint, CompletionEndpoint
 from edgectl.openai.ensemble import Capabilities
 from edgectl.openai.errors import ApiError, bad_request
 from edgectl.openai.generation import Generation
 from edgectl.openai.metrics import GatewayMetrics
 from edgectl.openai.responses import Assembler
-from edgectl.openai.schemas import ChatRequest, CompletionRequest, parse_body
-from edgectl.openai.streaming import Timed, chat_sse, collect, completion_sse, dump
-from edgectl.openai.translate import chat_plan, completion_plan
+from edgectl.openai.schemas import parse_body
+from edgectl.openai.streaming import Timed, collect, dump, reporting_errors
 from edgectl.openai.triton import Triton
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -206,46 +206,31 @@ def create_app(settings: GatewaySettings, triton: Triton | None = None) -> Any:
         await gateway.llm(model)
         return JSONResponse(_model(model))
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Response:
+    async def generate(request: Request, endpoint: ChatEndpoint | CompletionEndpoint) -> Response:
+        """Parse, plan, start; then the SSE stream or the whole body."""
         arrived = time.perf_counter()
-        body = parse_body(ChatRequest, json_body(await request.body()))
+        body = parse_body(endpoint.schema, json_body(await request.body()))
         caps = await gateway.llm(body.model)
-        plan = chat_plan(body, caps, stream=body.stream)
-        generation = Generation(gateway.triton, caps, plan)
-        assembler = Assembler(body.model, "chatcmpl", body.logprob_count)
+        plan = endpoint.plan(body, caps)
+        generation = Generation(gateway.triton, caps, plan, prompts=endpoint.prompts(body))
+        assembler = Assembler(body.model, endpoint.id_prefix, body.logprob_count)
         timed = await Timed(generation, gateway.metrics, arrived).primed()
         if body.stream:
             return StreamingResponse(
-                chat_sse(timed, assembler, generation.choices, body.include_usage),
-                media_type="text/event-stream", headers=SSE_HEADERS,
+                reporting_errors(endpoint.stream(timed, assembler, body)),
+                media_type="text/event-stream",
+                headers=SSE_HEADERS,
             )  # fmt: skip
         await collect(timed, assembler)
-        return _json(dump(assembler.chat_completion(generation.choices, generation.usage())))
+        return _json(dump(endpoint.whole(timed, assembler, body)))
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await generate(request, ChatEndpoint())
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        arrived = time.perf_counter()
-        body = parse_body(CompletionRequest, json_body(await request.body()))
-        caps = await gateway.llm(body.model)
-        plan = completion_plan(body, caps, stream=body.stream)
-        prompts = body.prompts
-        generation = Generation(gateway.triton, caps, plan, prompts=len(prompts))
-        assembler = Assembler(body.model, "cmpl", body.logprob_count)
-        per_prompt = generation.choices // len(prompts)
-
-        def echo(choice: int) -> str:
-            return prompts[choice // per_prompt] if body.echo else ""
-
-        timed = await Timed(generation, gateway.metrics, arrived).primed()
-        if body.stream:
-            return StreamingResponse(
-                completion_sse(timed, assembler, echo, body.include_usage),
-                media_type="text/event-stream", headers=SSE_HEADERS,
-            )  # fmt: skip
-        await collect(timed, assembler)
-        echoes = [echo(i) for i in range(generation.choices)] if body.echo else []
-        return _json(dump(assembler.completion(generation.choices, generation.usage(), echoes)))
+        return await generate(request, CompletionEndpoint())
 
     @app.get("/health/ready")
     async def ready() -> JSONResponse:

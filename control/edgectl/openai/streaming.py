@@ -7,6 +7,7 @@ error inside a 200 stream.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import BaseModel
 
+from edgectl.openai.errors import ApiError
 from edgectl.openai.generation import Event, Generation
 from edgectl.openai.metrics import GatewayMetrics
 from edgectl.openai.responses import DONE_LINE, Assembler, sse
@@ -123,6 +125,15 @@ async def completion_sse(
     if include_usage:
         yield sse(dump(assembler.completion_usage_chunk(timed.generation.usage())))
     yield DONE_LINE
+
+
+async def reporting_errors(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A failure after the 200 was sent becomes an ``error`` event (as OpenAI streams do)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except ApiError as err:
+        yield sse(json.dumps(err.body()))
 
 
 def _with_usage(body: Any, include_usage: bool) -> Any:

@@ -245,3 +245,17 @@ def test_metrics_count_statuses_and_tokens(client) -> None:
     assert 'edgectl_openai_requests_total{endpoint="/v1/chat/completions",status="400"} 1.0' in text
     assert "edgectl_openai_completion_tokens_total 5.0" in text
     assert "edgectl_openai_time_to_first_token_seconds_count 1.0" in text
+
+
+def test_an_error_after_the_first_chunk_is_an_error_event() -> None:
+    class FailsMidStream(FakeTriton):
+        async def generate(self, caps, inputs):
+            async for piece in super().generate(caps, inputs):
+                yield piece
+                raise ApiError(502, "Triton error: the stub died", code="backend_error")
+
+    reply = client_for(FailsMidStream()).post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert reply.status_code == 200
+    events = sse_events(reply.text)
+    assert json.loads(events[-1])["error"]["code"] == "backend_error"
+    assert "[DONE]" not in events
