@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from edgectl.client import GenerateRequest
@@ -23,6 +24,7 @@ def small_server(
     config = server_config(
         tmp_path_factory.mktemp("overload"),
         built_artifact,
+        gateway=True,
         max_num_seqs=SLOTS,
         max_queue_size=QUEUE,
         queue_timeout_s=30,
@@ -69,3 +71,32 @@ def test_requests_beyond_the_queue_are_refused_not_lost(
     # and the server serves normally right after
     answer = GenerateRequest("What is the capital of France?", 16, apply_chat_template=True)
     assert "Paris" in "".join(small_server.client.generate("ensemble", answer, protocol))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_openai_gateway_answers_a_refusal_with_503_and_retry_after(
+    small_server: LiveServer, stream: bool
+) -> None:
+    url = f"http://127.0.0.1:{small_server.config.openai.port}/v1/completions"
+    body = {"model": "ensemble", "prompt": "Count to one hundred.", "max_tokens": 48,
+            "ignore_eos": True, "stream": stream}  # fmt: skip
+    replies: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        reply = httpx.post(url, json=body, timeout=120)
+        with lock:
+            replies.append(reply)
+
+    threads = [threading.Thread(target=one) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=150)
+    statuses = sorted(reply.status_code for reply in replies)
+    assert len(statuses) == 10 and set(statuses) <= {200, 503}, statuses
+    refused = [reply for reply in replies if reply.status_code == 503]
+    assert refused and statuses.count(200) >= SLOTS + QUEUE - 1, statuses
+    for reply in refused:
+        assert reply.headers["retry-after"] == "1"
+        assert "retry later" in reply.json()["error"]["message"]
