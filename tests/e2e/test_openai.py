@@ -319,15 +319,28 @@ def test_a_body_over_the_limit_is_a_413(keyed_gateway: str) -> None:
     assert reply.json()["error"]["code"] == "body_too_large"
 
 
-def test_status_shows_the_gateway(stack: LiveServer) -> None:
-    s = stack.config.server
-    args = [
+def edgectl(live: LiveServer, *args: str) -> subprocess.CompletedProcess:
+    """The CLI on this module's server (its work dir and ports)."""
+    s = live.config.server
+    settings = [
         f"server.workdir={s.workdir}", f"server.http_port={s.http_port}",
         f"server.grpc_port={s.grpc_port}", f"server.metrics_port={s.metrics_port}",
-        f"openai.port={stack.config.openai.port}",
+        f"openai.port={live.config.openai.port}",
     ]  # fmt: skip
     command = [sys.executable, "-m", "edgectl.cli"]
-    for arg in args:
-        command += ["--set", arg]
-    out = subprocess.run([*command, "status"], capture_output=True, text=True, timeout=60)
-    assert "openai: up" in out.stdout and f":{stack.config.openai.port}/v1" in out.stdout
+    for setting in settings:
+        command += ["--set", setting]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_status_shows_the_gateway(stack: LiveServer) -> None:
+    out = edgectl(stack, "status").stdout
+    assert "openai: up" in out and f":{stack.config.openai.port}/v1" in out
+
+
+def test_stop_stops_the_gateway_too(stack: LiveServer) -> None:
+    """Last in this module: it stops the module's server."""
+    out = edgectl(stack, "stop").stdout
+    assert "openai gateway stopped" in out and "server stopped" in out
+    assert not _ready(gateway_url(stack))
+    assert "openai: up" not in edgectl(stack, "status").stdout

@@ -136,6 +136,7 @@ def status(ctx: Context, breakdown: bool, target: str) -> None:
         if recorded is not None:
             click.echo(f"  {server.down_reason(recorded)}; last log lines:")
             click.echo(server.log_tail(recorded, lines=10))
+        _echo_gateway(ctx.config)
         sys.exit(3)
     click.echo(f"server: up (pid {state.pid})  http {state.http_url}  grpc {state.grpc_url}")
     _echo_gateway(ctx.config)

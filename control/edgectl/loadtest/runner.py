@@ -339,7 +339,7 @@ def variant_config(base: EdgectlConfig, settings: dict[str, Any], workdir: Path)
         "server.http_port": free_port(),
         "server.grpc_port": free_port(),
         "server.metrics_port": free_port(),
-        "openai.port": free_port(),
+        "openai.enabled": False,  # variants are measured on Triton's own endpoints
     }
     for key, value in settings.items():
         section, _, name = key.partition(".")
