@@ -59,7 +59,7 @@ def ensemble_io(stack: LiveServer) -> set[str]:
 def needs(ensemble_io: set[str], *names: str) -> None:
     missing = [name for name in names if name not in ensemble_io]
     if missing:
-        pytest.skip(f"the served ensemble has no {', '.join(missing)} input/output yet")
+        pytest.skip(f"needs ensemble inputs/outputs the served model lacks: {', '.join(missing)}")
 
 
 def test_models_lists_the_ensemble(client: OpenAI) -> None:
