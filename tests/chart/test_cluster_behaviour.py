@@ -567,3 +567,69 @@ def test_gpu_image_tag_is_the_trtllm_build_image():
     image = values["image"]
     assert f"{image['repository']}:{image['tag']}" == TRTLLM_IMAGE
     assert (REPO / "helm" / "values-gpu.yaml").is_file()
+
+
+# -- 2. the live build's lookup, against a stand-in API server -----------------------------------
+
+JOB_PATH = f"/apis/batch/v1/namespaces/serving/jobs/{FULLNAME}-engine-build"
+
+
+def server_render(
+    helm: Path, tmp_path: Path, job: dict[str, Any] | None, objects: dict | None = None
+) -> tuple[Rendered, list]:
+    """`helm template --dry-run=server` (so `lookup` asks the server) with a previous Job."""
+    from tests.chart.fake_apiserver import FakeApiServer
+
+    server = FakeApiServer({**(objects or {}), **({JOB_PATH: job} if job else {})})
+    try:
+        args = [str(helm), "template", "edge", str(CHART), "--namespace", "serving",
+                "--values", str(CHART / "values-gpu.yaml"),
+                "--set", "modelRepository.source=engineBuild",
+                "--dry-run=server", "--disable-openapi-validation"]  # fmt: skip
+        env = {**os.environ, "KUBECONFIG": str(server.kubeconfig(tmp_path, "serving"))}
+        done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return Rendered(done.stdout, docs), server.requests
+
+
+def previous_job(build: str, succeeded: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"{FULLNAME}-engine-build",
+            "namespace": "serving",
+            "annotations": {"edgectl.io/build-id": build},
+        },
+        "status": {"succeeded": succeeded} if succeeded else {"active": 1},
+    }
+
+
+def test_helm_skips_the_job_when_the_same_build_succeeded(helm, tmp_path):
+    first, requests = server_render(helm, tmp_path, None)
+    assert JOB_PATH in requests  # the chart asked the API server
+    live = build_id(first)
+    again, _ = server_render(helm, tmp_path, previous_job(live, succeeded=1))
+    assert not again.all("Job")
+    assert again.get("Deployment")
+
+
+@pytest.mark.parametrize(("same_id", "succeeded"), [(False, 1), (True, 0)])
+def test_helm_runs_the_job_for_a_new_or_unfinished_build(helm, tmp_path, same_id, succeeded):
+    first, _ = server_render(helm, tmp_path, None)
+    build = build_id(first) if same_id else "0123456789ab"
+    again, _ = server_render(helm, tmp_path, previous_job(build, succeeded))
+    assert build_id(again) == build_id(first)
+
+
+def test_an_existing_claim_is_not_created_again(helm, tmp_path):
+    claim_path = f"/api/v1/namespaces/serving/persistentvolumeclaims/{FULLNAME}-models"
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": f"{FULLNAME}-models", "namespace": "serving"}}  # fmt: skip
+    fresh, requests = server_render(helm, tmp_path, None)
+    assert claim_path in requests and fresh.all("PersistentVolumeClaim")
+    kept, _ = server_render(helm, tmp_path, None, {claim_path: claim})
+    assert not kept.all("PersistentVolumeClaim")
