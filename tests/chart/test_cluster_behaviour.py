@@ -303,6 +303,13 @@ def test_adapter_rules_serve_the_engines_waiting_and_kv_cache(profile):
         assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
 
 
+def test_cpu_rules_read_gauges_the_cpu_engine_exports():
+    from edgectl.runtime.metrics import ENGINE_GAUGES, ENGINE_PREFIX
+
+    exported = {f"{ENGINE_PREFIX}_{name}" for name in ENGINE_GAUGES}
+    assert set(ENGINE_SERIES["cpu"]) <= exported
+
+
 def test_hpa_scales_on_waiting_requests_and_kv_cache(rendered):
     result = rendered["cpu-full"]
     hpa = result.get("HorizontalPodAutoscaler", FULLNAME)
