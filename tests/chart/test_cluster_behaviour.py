@@ -14,7 +14,6 @@ import yaml
 
 from tests.chart.helpers import (
     CHART,
-    REPO,
     TOOLS_BIN,
     VARIANTS,
     Rendered,
@@ -55,7 +54,7 @@ def ephemeral(spec: dict[str, Any]) -> tuple[float, float]:
     return dirs, limit
 
 
-# -- 1. emptyDirs fit the pod's ephemeral-storage limit --------------------------------------
+# -- emptyDirs fit the pod's ephemeral-storage limit --------------------------------------
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -103,7 +102,7 @@ def test_a_limit_on_one_container_only_still_counts(helm):
     assert "sum to 536870912" in error
 
 
-# -- 3. access mode and rollout strategy ---------------------------------------------------
+# -- access mode and rollout strategy ---------------------------------------------------
 
 
 def test_read_write_once_claims_roll_out_with_recreate(rendered):
@@ -163,7 +162,7 @@ def test_notes_say_how_the_release_rolls_out(helm, variant, expected):
     assert expected in result.stdout.partition("NOTES:")[2]
 
 
-# -- 2/4/5. the build: skipped when live, published as a version, bounded ---------------------
+# -- the build: skipped when live, published as a version, bounded ---------------------
 
 
 def build_id(result: Rendered) -> str:
@@ -266,7 +265,7 @@ def test_a_build_that_leaves_no_repository_fails_and_keeps_current(helm, tmp_pat
     assert os.readlink(tmp_path / "current") == "builds/old"
 
 
-# -- 6. autoscaling on the engine's signals -------------------------------------------------
+# -- autoscaling on the engine's signals -------------------------------------------------
 
 
 def profile_values(profile: str) -> dict[str, Any]:
@@ -378,7 +377,7 @@ def test_the_crd_check_refuses_unknown_fields(tmp_path):
     assert done.returncode == 1 and "maxReplicas" in done.stdout
 
 
-# -- 7. GPU sharing --------------------------------------------------------------------------
+# -- GPU sharing --------------------------------------------------------------------------
 
 
 def node_terms(result: Rendered, kind: str = "Deployment") -> list[dict[str, Any]]:
@@ -446,7 +445,7 @@ def test_inconsistent_gpu_sharing_is_refused(helm, sets, message):
     assert message in render_error(helm, VARIANTS["gpu"], *sets)
 
 
-# -- 8. workload identity egress -------------------------------------------------------------
+# -- workload identity egress -------------------------------------------------------------
 
 
 def egress(result: Rendered, name: str = FULLNAME) -> list[dict[str, Any]]:
@@ -479,7 +478,7 @@ def test_identity_egress_is_off_by_default_and_reaches_the_build(rendered, helm)
     assert "169.254.169.254/32" in str(egress(result, f"{FULLNAME}-engine-build"))
 
 
-# -- 9. shutdown ----------------------------------------------------------------------------
+# -- shutdown ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -504,7 +503,7 @@ def test_a_grace_period_shorter_than_the_longest_request_is_refused(helm):
     assert "Triton would get only 45 s after SIGTERM to finish a 50 s request" in error
 
 
-# -- 10. fsGroup ------------------------------------------------------------------------------
+# -- fsGroup ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("variant", ["cpu", "gpu-build", "gpu-mig"])
@@ -517,7 +516,7 @@ def test_fsgroup_is_applied_only_on_root_mismatch(rendered, variant):
     assert claim["readOnly"] is True
 
 
-# -- 11. no stale comments -----------------------------------------------------------------------
+# -- comments describe what the templates do ---------------------------------------------------
 
 
 def test_no_template_or_value_mentions_a_build_wait_init_container():
@@ -527,7 +526,7 @@ def test_no_template_or_value_mentions_a_build_wait_init_container():
         assert "waits for its marker" not in text, path
 
 
-# -- 12. the OpenAI-compatible gateway ------------------------------------------------------------
+# -- the OpenAI-compatible gateway ------------------------------------------------------------
 
 
 def test_gateway_runs_beside_triton_with_its_own_probes_and_port(rendered):
@@ -567,16 +566,7 @@ def test_gateway_can_be_turned_off(helm):
     assert "openai" not in str(rules)
 
 
-def test_gpu_image_tag_is_the_trtllm_build_image():
-    from edgectl.build.trtllm import TRTLLM_IMAGE
-
-    values = yaml.safe_load((CHART / "values-gpu.yaml").read_text(encoding="utf-8"))
-    image = values["image"]
-    assert f"{image['repository']}:{image['tag']}" == TRTLLM_IMAGE
-    assert (REPO / "helm" / "values-gpu.yaml").is_file()
-
-
-# -- 2. the live build's lookup, against a stand-in API server -----------------------------------
+# -- the live build's lookup, against a stand-in API server -----------------------------------
 
 JOB_PATH = f"/apis/batch/v1/namespaces/serving/jobs/{FULLNAME}-engine-build"
 
