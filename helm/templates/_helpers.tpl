@@ -257,9 +257,13 @@ checkov.io/skip3: CKV_K8S_40=Runs as uid 1000 - the non-root user that owns the 
 {{- end }}
 {{- end }}
 
-{{/* A number as a milli-quantity ("800m" for 0.8), for HPA targets. */}}
+{{/* A number as a quantity for HPA targets: "4" for 4, "800m" for 0.8. */}}
 {{- define "edgectl.milli" -}}
+{{- if eq (float64 .) (floor .) }}
+{{- printf "%.0f" (float64 .) }}
+{{- else }}
 {{- printf "%.0fm" (mulf (float64 .) 1000.0) }}
+{{- end }}
 {{- end }}
 
 {{/* The engine's series the autoscalers read, by profile, summed over the release's server pods

@@ -319,7 +319,7 @@ def test_hpa_scales_on_waiting_requests_and_kv_cache(rendered):
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     metrics = {m["pods"]["metric"]["name"]: m["pods"]["target"] for m in hpa["spec"]["metrics"]}
     assert metrics == {
-        "edgectl_waiting_requests": {"type": "AverageValue", "averageValue": "4000m"},
+        "edgectl_waiting_requests": {"type": "AverageValue", "averageValue": "4"},
         "edgectl_kv_cache_usage": {"type": "AverageValue", "averageValue": "800m"},
     }
     assert "replicas" not in result.get("Deployment")["spec"]  # the HPA owns it

@@ -71,6 +71,13 @@ HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
         "metrics.serviceMonitor.enabled / metrics.podMonitor.enabled to false",
     ),
     (
+        ("deadlineexceeded", "active longer than specified deadline"),
+        "the engine build ran past its deadline (modelRepository.engineBuild."
+        "activeDeadlineSeconds, set from k8s.helm_timeout_s): raise k8s.helm_timeout_s for a "
+        "longer build; `kubectl -n NAMESPACE logs job/<release full name>-engine-build` shows "
+        "how far it got",
+    ),
+    (
         ("pre-install", "pre-upgrade"),
         "the engine-build hook Job failed or timed out: `kubectl -n NAMESPACE logs "
         "job/<release full name>-engine-build`, then fix modelRepository.engineBuild or raise "

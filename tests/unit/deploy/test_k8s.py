@@ -260,6 +260,11 @@ def test_render_returns_helm_template_output(tools):
             "engine-build hook Job failed",
         ),
         (
+            "Error: UPGRADE FAILED: pre-upgrade hooks failed: 1 error occurred:\n"
+            "* job edgectl-engine-build failed: DeadlineExceeded",
+            "ran past its deadline",
+        ),
+        (
             'Error: create: failed to create: namespaces "edge" not found',
             "kubectl create namespace default",
         ),
