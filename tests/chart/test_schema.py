@@ -61,6 +61,10 @@ SCHEMA_CASES = [
     ("gpu.sharing=mps", "at '/gpu/sharing': value must be one of"),
     ("networkPolicy.workloadIdentity=azure", "at '/networkPolicy/workloadIdentity'"),
     ("openai.apiKeySecret.name=only-a-name", "at '/openai/apiKeySecret'"),
+    (
+        "autoscaling.prometheusAdapterRules[0].resources.overides.pod.resource=pod",
+        "at '/autoscaling/prometheusAdapterRules/0/resources': additional properties 'overides'",
+    ),
 ]
 
 JSON_CASES = [
