@@ -1,9 +1,9 @@
 """The ASGI app: OpenAI's routes over one Triton gRPC endpoint.
 
 ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions``,
-``GET /health/ready`` and ``GET /metrics``.  :class:`Guard` (plain ASGI, so streamed
-responses and disconnects pass through untouched) enforces the body size limit and
-the API key and counts every response by status.
+``GET /health/live``, ``GET /health/ready`` and ``GET /metrics``.  :class:`Guard`
+(plain ASGI, so streamed responses and disconnects pass through untouched) enforces
+the body size limit and the API key and counts every response by status.
 """
 
 from __future__ import annotations
@@ -125,7 +125,10 @@ def _replay(body: bytes, receive: Callable) -> Callable[[], Awaitable[dict]]:
     return replay
 
 
-_ROUTES = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/health/ready", "/metrics")
+_ROUTES = (
+    "/v1/models", "/v1/chat/completions", "/v1/completions", "/health/live", "/health/ready",
+    "/metrics",
+)  # fmt: skip
 
 
 def json_body(raw: bytes) -> Any:
@@ -231,6 +234,11 @@ def create_app(settings: GatewaySettings, triton: Triton | None = None) -> Any:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         return await generate(request, CompletionEndpoint())
+
+    @app.get("/health/live")
+    async def live() -> JSONResponse:
+        """The process serves (a liveness probe must not depend on Triton's readiness)."""
+        return JSONResponse({"status": "live"})
 
     @app.get("/health/ready")
     async def ready() -> JSONResponse:

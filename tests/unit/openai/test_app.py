@@ -216,6 +216,7 @@ def test_api_key_compared_and_health_open() -> None:
     assert client.get("/v1/models", headers={"Authorization": "Bearer x"}).status_code == 401
     assert client.get("/v1/models", headers={"Authorization": "Bearer k"}).status_code == 200
     assert client.get("/health/ready").status_code == 200
+    assert client.get("/health/live").status_code == 200
 
 
 def test_body_limit_counts_streamed_bodies_too() -> None:
