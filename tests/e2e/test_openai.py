@@ -22,6 +22,9 @@ import tritonclient.grpc as grpcclient
 from openai import OpenAI
 from tokenizers import Tokenizer
 
+from edgectl.loadtest.profile import parse_profile
+from edgectl.loadtest.prompts import load_tokenizer
+from edgectl.loadtest.runner import ServerHandle, Target, run_profile
 from tests.e2e.conftest import LiveServer, free_ports, running_server, server_config
 from tests.e2e.helpers import wait_for
 
@@ -317,6 +320,30 @@ def test_a_body_over_the_limit_is_a_413(keyed_gateway: str) -> None:
     )  # fmt: skip
     assert reply.status_code == 413
     assert reply.json()["error"]["code"] == "body_too_large"
+
+
+def test_one_load_profile_drives_grpc_and_the_gateway_alike(
+    stack: LiveServer, tmp_path: Path
+) -> None:
+    profile = parse_profile(
+        {"name": "both", "input_tokens": 32, "output_tokens": 16, "duration_s": 3,
+         "max_requests": 8, "warmup_requests": 1, "request_timeout_s": 60,
+         "concurrency": [2]},
+        "e2e",
+    )  # fmt: skip
+    state = stack.state
+    handles = [
+        ServerHandle("grpc", Target("grpc", "127.0.0.1", state.grpc_port), state.http_url, None),
+        ServerHandle("openai", Target("openai", "127.0.0.1", stack.config.openai.port),
+                     state.http_url, None),
+    ]  # fmt: skip
+    tokenizer = load_tokenizer(Path(stack.config.model.artifact))
+    summary = run_profile(profile, handles, MODEL, tmp_path / "run", tokenizer).as_json()
+    by_path = {step["variant"]: step for step in summary["steps"]}
+    for step in by_path.values():
+        assert step["metrics"]["failure_count"] == 0 and step["metrics"]["request_count"] >= 1
+        assert step["metrics"]["output_sequence_length"]["min"] == 16  # fixed length on both
+        assert step["retokenized_output_tokens_avg"] >= 15
 
 
 def edgectl(live: LiveServer, *args: str) -> subprocess.CompletedProcess:
