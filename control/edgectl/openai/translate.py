@@ -49,7 +49,10 @@ def _param_of_guide(body: ChatRequest | CompletionRequest) -> str:
 
 def _common(body: ChatRequest | CompletionRequest, caps: Capabilities, stream: bool) -> dict:
     limit = body.output_limit or caps.max_output_len or DEFAULT_MAX_TOKENS
-    inputs: dict[str, Any] = {"max_tokens": limit, "stream": stream}
+    # Log probabilities are asked for streamed even when the client is not streaming:
+    # each engine response then carries about one token, so each token gets its own text.
+    streamed = stream or body.logprob_count is not None
+    inputs: dict[str, Any] = {"max_tokens": limit, "stream": streamed}
     optional = {
         "temperature": body.temperature, "top_p": body.top_p,
         "presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty,

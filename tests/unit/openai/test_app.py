@@ -260,3 +260,11 @@ def test_an_error_after_the_first_chunk_is_an_error_event() -> None:
     events = sse_events(reply.text)
     assert json.loads(events[-1])["error"]["code"] == "backend_error"
     assert "[DONE]" not in events
+
+
+def test_logprobs_are_asked_streamed_so_each_token_has_its_text(client, triton) -> None:
+    client.post("/v1/completions", json={"model": "ensemble", "prompt": "x", "logprobs": 1})
+    assert triton.sent[0]["stream"] is True and triton.sent[0]["return_log_probs"] is True
+    reply = client.post("/v1/chat/completions", json={**CHAT, "logprobs": True})
+    tokens = [entry["token"] for entry in reply.json()["choices"][0]["logprobs"]["content"]]
+    assert tokens == ["Paris", " is", " the", " capital", "."]
