@@ -87,33 +87,49 @@ class Piece:
     final: bool = False  # Triton's final-response flag: nothing follows for the request
 
 
-def _first(result: Any, name: str) -> Any | None:
+def _values(result: Any, name: str, names: frozenset[str]) -> list[Any]:
+    """An output's values, flattened ([] when the model or this response lacks it)."""
+    if name not in names and name != "text_output":
+        return []
     array = result.as_numpy(name)  # None when the response lacks that output
-    if array is None or array.size == 0:
-        return None
-    return array.reshape(-1)[0]
+    return [] if array is None else list(array.reshape(-1))
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def read_piece(result: Any, names: frozenset[str]) -> Piece:
-    """A Piece from a tritonclient ``InferResult`` (outputs absent on older ensembles)."""
-    piece = Piece()
-    texts = result.as_numpy("text_output")
-    if texts is not None:
-        piece.text = "".join(_text(item) for item in texts.reshape(-1))
-    if "sequence_index" in names and (index := _first(result, "sequence_index")) is not None:
-        piece.index = int(index)
-    if "finish_reason" in names and (reason := _first(result, "finish_reason")) is not None:
-        piece.finish_reason = _text(reason) or None
-    for attribute, output in (("input_tokens", "num_input_tokens"),
-                              ("output_tokens", "num_output_tokens")):  # fmt: skip
-        if output in names and (count := _first(result, output)) is not None:
-            setattr(piece, attribute, int(count))
-    if "output_log_probs" in names:
-        values = result.as_numpy("output_log_probs")
-        if values is not None:
-            piece.log_probs = [float(v) for v in values.reshape(-1)]
-    return piece
+def read_pieces(result: Any, names: frozenset[str]) -> list[Piece]:
+    """The Pieces of a tritonclient ``InferResult``: one per sequence it carries.
+
+    A streamed response carries one sequence; a unary response to a request for n
+    sequences carries all n, one row each (``sequence_index`` says which).
+    """
+    texts = [_text(item) for item in _values(result, "text_output", names)]
+    indices = [int(i) for i in _values(result, "sequence_index", names)]
+    reasons = [_text(r) for r in _values(result, "finish_reason", names)]
+    inputs = [int(n) for n in _values(result, "num_input_tokens", names)]
+    outputs = [int(n) for n in _values(result, "num_output_tokens", names)]
+    if len(texts) > 1 and len(texts) in (len(indices), len(reasons)):
+        rows = len(texts)  # one row per sequence
+    else:
+        rows, texts = 1, ["".join(texts)]  # one sequence: every element is part of it
+
+    def per_row(values: list, row: int) -> Any | None:
+        """A row's value; None when the output does not have one value per row."""
+        return values[row] if len(values) == rows else None
+
+    log_probs = result.as_numpy("output_log_probs") if "output_log_probs" in names else None
+    pieces = []
+    for row in range(rows):
+        index = per_row(indices, row)
+        piece = Piece(text=texts[row], index=row if index is None else index)
+        piece.finish_reason = per_row(reasons, row) or None
+        piece.input_tokens = inputs[0] if inputs else None  # the prompt is shared
+        piece.output_tokens = per_row(outputs, row)
+        if log_probs is not None and log_probs.size:
+            matrix = log_probs.reshape(rows, -1) if log_probs.size % rows == 0 else log_probs
+            values = matrix[row] if matrix.ndim == 2 else matrix.reshape(-1)
+            piece.log_probs = [float(v) for v in values]
+        pieces.append(piece)
+    return pieces

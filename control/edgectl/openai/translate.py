@@ -51,7 +51,8 @@ def _common(body: ChatRequest | CompletionRequest, caps: Capabilities, stream: b
     limit = body.output_limit or caps.max_output_len or DEFAULT_MAX_TOKENS
     # Log probabilities are asked for streamed even when the client is not streaming:
     # each engine response then carries about one token, so each token gets its own text.
-    streamed = stream or body.logprob_count is not None
+    # A unary (not decoupled) ensemble refuses stream=true: it answers whole.
+    streamed = (stream or body.logprob_count is not None) and caps.decoupled
     inputs: dict[str, Any] = {"max_tokens": limit, "stream": streamed}
     optional = {
         "temperature": body.temperature, "top_p": body.top_p,

@@ -17,7 +17,7 @@ import grpc
 from tritonclient.grpc import InferResult, service_pb2, service_pb2_grpc
 from tritonclient.utils import serialize_byte_tensor
 
-from edgectl.openai.ensemble import Capabilities, Piece, read_piece, tensor
+from edgectl.openai.ensemble import Capabilities, Piece, read_pieces, tensor
 from edgectl.openai.errors import ApiError
 
 # Ensemble inputs and the request field a client knows them by, to name it in a 400.
@@ -143,7 +143,8 @@ class Triton:
         """Send one request; yield a Piece per response until the final one."""
         request = infer_request(caps.name, inputs)
         if not caps.decoupled:
-            yield await self._unary(request, caps)
+            for piece in await self._unary(request, caps):
+                yield piece
             return
         request.parameters["triton_enable_empty_final_response"].bool_param = True
         call = self._stub.ModelStreamInfer(iter([request]), timeout=self.timeout_s)
@@ -157,9 +158,10 @@ class Triton:
                 final = message.parameters.get("triton_final_response")
                 is_final = final is not None and final.bool_param
                 if message.outputs:
-                    piece = read_piece(InferResult(message), caps.outputs)
-                    piece.final = is_final
-                    yield piece
+                    pieces = read_pieces(InferResult(message), caps.outputs)
+                    pieces[-1].final = is_final
+                    for piece in pieces:
+                        yield piece
                 elif is_final:
                     yield Piece(final=True)
                 if is_final:
@@ -175,11 +177,13 @@ class Triton:
             if not completed:
                 call.cancel()  # the client left: Triton cancels, the engine frees the sequence
 
-    async def _unary(self, request: service_pb2.ModelInferRequest, caps: Capabilities) -> Piece:
+    async def _unary(
+        self, request: service_pb2.ModelInferRequest, caps: Capabilities
+    ) -> list[Piece]:
         try:
             response = await self._stub.ModelInfer(request, timeout=self.timeout_s)
         except grpc.aio.AioRpcError as err:
             raise api_error(err.details() or "", err.code()) from None
-        piece = read_piece(InferResult(response), caps.outputs)
-        piece.final = True
-        return piece
+        pieces = read_pieces(InferResult(response), caps.outputs)
+        pieces[-1].final = True
+        return pieces

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from edgectl.openai.app import GatewaySettings, create_app
 from edgectl.openai.errors import ApiError
-from tests.unit.openai.fakes import FakeTriton
+from tests.unit.openai.fakes import FULL, FakeTriton
 
 CHAT = {"model": "ensemble", "messages": [{"role": "user", "content": "Capital of France?"}]}
 
@@ -268,3 +268,13 @@ def test_logprobs_are_asked_streamed_so_each_token_has_its_text(client, triton) 
     reply = client.post("/v1/chat/completions", json={**CHAT, "logprobs": True})
     tokens = [entry["token"] for entry in reply.json()["choices"][0]["logprobs"]["content"]]
     assert tokens == ["Paris", " is", " the", " capital", "."]
+
+
+def test_a_unary_ensemble_is_never_asked_to_stream_and_answers_whole() -> None:
+    unary = FULL.__class__(**{**FULL.__dict__, "decoupled": False})
+    triton = FakeTriton(unary)
+    reply = client_for(triton).post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert triton.sent[0]["stream"] is False
+    chunks = [json.loads(e) for e in sse_events(reply.text)[:-1]]
+    contents = [c["choices"][0]["delta"].get("content") for c in chunks]
+    assert contents == ["", "Paris is the capital.", None]  # role, the whole text, finish

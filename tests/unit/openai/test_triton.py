@@ -148,3 +148,41 @@ def test_triton_errors_map_to_openai_statuses(message, code, status, param) -> N
     assert err.status == status and err.param == param
     if status == 503:
         assert err.headers() == {"Retry-After": "1"}
+
+
+def test_a_unary_answer_with_n_sequences_becomes_n_pieces() -> None:
+    reply = response(
+        "", final=True,
+        finish_reason=np.array([b"stop", b"length"], dtype=object),
+        num_input_tokens=np.array([4], np.int32), num_output_tokens=np.array([1, 2], np.int32),
+        sequence_index=np.array([0, 1], np.int32),
+    )  # fmt: skip
+    texts = np.array([b"short", b"longer one"], dtype=object)
+    reply.outputs[0].shape[:] = [2]
+    reply.raw_output_contents[0] = serialize_byte_tensor(texts).item()
+    triton, _ = triton_with([reply])
+    caps = FULL.__class__(**{**FULL.__dict__, "decoupled": False})
+    pieces = collect(triton, caps, {"text_input": "x", "max_tokens": 2})
+    assert [(p.index, p.text, p.finish_reason, p.output_tokens) for p in pieces] == [
+        (0, "short", "stop", 1), (1, "longer one", "length", 2)
+    ]  # fmt: skip
+    assert [p.input_tokens for p in pieces] == [4, 4] and pieces[-1].final
+
+
+def test_unary_rows_without_per_row_counts_leave_counts_unknown() -> None:
+    reply = response(
+        "", final=True, finish_reason=np.array([b"length", b"stop"], dtype=object),
+        num_output_tokens=np.array([8], np.int32), sequence_index=np.array([1], np.int32),
+        output_log_probs=np.array([[-0.5, -0.25], [-1.0, -2.0]], np.float32),
+    )  # fmt: skip
+    reply.outputs[0].shape[:] = [2]
+    reply.raw_output_contents[0] = serialize_byte_tensor(np.array([b"a", b"b"], object)).item()
+    triton, _ = triton_with([reply])
+    caps = FULL.__class__(**{**FULL.__dict__, "decoupled": False})
+    pieces = collect(triton, caps, {"text_input": "x", "max_tokens": 2})
+    assert [(p.index, p.text, p.finish_reason) for p in pieces] == [
+        (0, "a", "length"),
+        (1, "b", "stop"),
+    ]
+    assert [p.output_tokens for p in pieces] == [None, None]
+    assert pieces[1].log_probs == [-1.0, -2.0]
