@@ -74,9 +74,7 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         "cancel_dir": str(run_dir / "cancel" / model.name) if forwards_cancel else "",
         # The co-resident time-slicing board every CPU engine step consults (timeslice.slots).
         "timeslice_dir": str(run_dir / "timeslice"),
-        "engine_cancel_output": (
-            'output_map { key: "request_key" value: "_REQUEST_KEY" }' if forwards_cancel else ""
-        ),
+        **engine_extension_values(model.engine == "cpu"),
         "postprocessing_cancel_input": (
             'input_map { key: "REQUEST_KEY" value: "_REQUEST_KEY" }' if forwards_cancel else ""
         ),
@@ -101,6 +99,30 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         # tensorrt_llm-only knobs (GPU template): the recipe's serving defaults
         **trtllm_serving_values(TrtllmServing()),
         "max_tokens_in_paged_kv_cache": str(engine.max_num_seqs * max_seq),
+    }
+
+
+def engine_extension_values(cpu: bool) -> dict[str, str]:
+    """Ensemble lines for the CPU engine step's extensions (ignore_eos, finish_reason,
+    request_key); NVIDIA's GPU backend has no such tensors, so they are left out there."""
+    if not cpu:
+        return {
+            "ensemble_engine_extension_inputs": "",
+            "ensemble_engine_extension_outputs": "",
+            "engine_extension_maps": "",
+        }
+    return {
+        "ensemble_engine_extension_inputs": (
+            'input [ { name: "ignore_eos" data_type: TYPE_BOOL dims: [ 1 ] optional: true } ]'
+        ),
+        "ensemble_engine_extension_outputs": (
+            'output [ { name: "finish_reason" data_type: TYPE_STRING dims: [ -1 ] } ]'
+        ),
+        "engine_extension_maps": (
+            'input_map { key: "ignore_eos" value: "ignore_eos" } '
+            'output_map { key: "finish_reason" value: "finish_reason" } '
+            'output_map { key: "request_key" value: "_REQUEST_KEY" }'
+        ),
     }
 
 
