@@ -41,7 +41,9 @@ def parse_messages(raw: Any) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def stack_rows(rows: Sequence[dict[str, np.ndarray]], fills: dict[str, Any]) -> dict[str, np.ndarray]:
+def stack_rows(
+    rows: Sequence[dict[str, np.ndarray]], fills: dict[str, Any]
+) -> dict[str, np.ndarray]:
     """Per-row tensors -> one batch, ragged ones padded at the end with ``fills[name]``."""
     stacked = {}
     for name in rows[0]:

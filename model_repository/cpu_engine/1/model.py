@@ -143,6 +143,9 @@ class TritonPythonModel:
         except InvalidRequest as err:
             _fan_in(request, 1).sink().fail(str(err), INVALID)
             return
+        except (ValueError, TypeError, IndexError) as err:  # tensors of a shape we cannot read
+            _fan_in(request, 1).sink().fail(f"malformed request tensors: {err}", INVALID)
+            return
         fan_in = _fan_in(request, len(sequences))
         for sequence in sequences:
             self.engine.submit(

@@ -80,7 +80,8 @@ class TritonPythonModel:
         for request in requests:
             try:
                 responses.append(self._prepare(request))
-            except InvalidRequest as err:
-                error = pb_utils.TritonError(str(err), pb_utils.TritonError.INVALID_ARG)
+            except (InvalidRequest, ValueError, TypeError, IndexError) as err:
+                message = str(err) if isinstance(err, InvalidRequest) else f"malformed input: {err}"
+                error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
