@@ -37,8 +37,6 @@ def test_prepare_outputs_int32_tensors_with_the_contract_names(pre, bpe):
     assert all(out[name].dtype == np.int32 for name in OUTPUT_KEYS)
     for name, dtype in EMPTY_KEYS.items():
         assert out[name].dtype == dtype and out[name].size == 0
-        out[name].dtype == dtype and out[name].size == 0 for name, dtype in EMPTY_KEYS.items()
-    )
     assert out["REQUEST_DECODER_INPUT_LEN"].tolist() == [0]
     ids = bpe.encode("Hello world")
     assert out["INPUT_ID"].tolist() == ids
