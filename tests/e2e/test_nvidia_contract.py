@@ -375,3 +375,35 @@ def test_stop_request_ends_generation_and_frees_the_slot(live_server: LiveServer
         time.sleep(0.1)
     assert live_server.metric("edgectl_engine_active") == 0
     assert live_server.metric("edgectl_engine_requests_finished_total") > finished_before
+
+
+def test_bls_streams_the_ensemble_text_and_side_outputs(live_server: LiveServer):
+    url = live_server.state.grpc_url
+    for stream in (False, True):
+        inputs = ensemble_inputs(PROMPT, 8, stream=stream, return_log_probs=True)
+        results = grpc_stream(url, "tensorrt_llm_bls", inputs)
+        assert "".join(texts(results)) == greedy(live_server)
+        per_token = np.concatenate([a.reshape(-1) for a in outputs(results, "output_log_probs")])
+        assert per_token.sum() == pytest.approx(
+            outputs(results, "cum_log_probs")[-1].reshape(-1)[0], abs=1e-3
+        )
+    samples = ensemble_inputs(PROMPT, 6, num_return_sequences=2, top_k=0, top_p=1.0, seed=3)
+    results = grpc_stream(url, "tensorrt_llm_bls", samples)
+    indices = {int(a.reshape(-1)[0]) for a in outputs(results, "sequence_index")}
+    assert indices == {0, 1}
+
+
+def test_bls_accepts_draft_inputs_and_refuses_by_name(live_server: LiveServer):
+    url = live_server.state.grpc_url
+    inputs = {
+        **ensemble_inputs(PROMPT, 8),
+        "num_draft_tokens": np.asarray([[4]], dtype=np.int32),
+        "use_draft_logits": np.asarray([[False]], dtype=np.bool_),
+    }
+    assert "".join(texts(grpc_stream(url, "tensorrt_llm_bls", inputs))) == greedy(live_server)
+    inputs["use_draft_logits"] = np.asarray([[True]], dtype=np.bool_)
+    with pytest.raises(InferenceServerException, match="use_draft_logits is not supported"):
+        grpc_stream(url, "tensorrt_llm_bls", inputs)
+    lora = ensemble_inputs(PROMPT, 4, lora_task_id=3)
+    with pytest.raises(InferenceServerException, match="lora_task_id is not supported"):
+        grpc_stream(url, "tensorrt_llm_bls", lora)

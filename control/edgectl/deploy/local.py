@@ -23,4 +23,6 @@ def deploy_local(config: EdgectlConfig, progress: Callable[[str], None]) -> Serv
     server.refuse_if_running()  # before rendering over the repository it serves
     repository = render_for(config)
     progress(f"rendered model repository at {repository}")
-    return server.start(repository, [config.model.name], progress)
+    # the ensemble (which loads its steps) and NVIDIA's BLS alternative beside it
+    models = [config.model.name, served_model(config).step_names["bls_name"]]
+    return server.start(repository, models, progress)

@@ -42,6 +42,7 @@ class ServedModel:
             "preprocessing_name": f"{prefix}preprocessing",
             "engine_name": f"{prefix}tensorrt_llm",
             "postprocessing_name": f"{prefix}postprocessing",
+            "bls_name": f"{prefix}tensorrt_llm_bls",
         }
 
 
@@ -66,7 +67,16 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
     max_seq = engine.max_input_len + engine.max_output_len
     return {
         **model.step_names,
+        # unary mode: the decoupled CPU engine behind the unary front
+        "engine_stream_name": f"{model.step_names['engine_name']}_decoupled",
+        "bls_instances": "1" if engine.decoupled else str(engine.front_instances),
         "engine_io": (TEMPLATES / "_contract" / "engine_io.pbtxt").read_text(encoding="utf-8"),
+        "engine_extension_io": (TEMPLATES / "_contract" / "cpu_engine_extensions.pbtxt").read_text(
+            encoding="utf-8"
+        ),
+        "decoupled": flag(engine.decoupled),
+        "front_instances": str(engine.front_instances),
+        "front_max_concurrent": str(engine.front_max_concurrent),
         "engine_dir": str(model.engine_dir),
         "tokenizer_dir": str(model.tokenizer_dir),
         "end_id": str(model.end_id),
@@ -152,6 +162,30 @@ def _render_one(template_dir: Path, out_dir: Path, values: dict[str, str]) -> No
     config_path.write_text(text, encoding="utf-8")
 
 
+def model_templates_for(
+    model: ServedModel, engine: EngineConfig, values: dict[str, str]
+) -> list[tuple[str, str, dict[str, str]]]:
+    """(template, name key, values) of every model one served model renders.
+
+    Unary mode on the CPU keeps the decoupled engine (renamed) and puts the unary
+    front under the engine step's name; NVIDIA's GPU backend is unary by itself.
+    """
+    engine_steps = [(ENGINE_TEMPLATES[model.engine], "engine_name", values)]
+    if model.engine == "cpu" and not engine.decoupled:
+        hidden = {**values, "engine_name": values["engine_stream_name"]}
+        engine_steps = [
+            ("cpu_engine", "engine_stream_name", hidden),
+            ("unary_front", "engine_name", values),
+        ]
+    return [
+        ("preprocessing", "preprocessing_name", values),
+        *engine_steps,
+        ("postprocessing", "postprocessing_name", values),
+        ("ensemble", "ensemble_name", values),
+        ("tensorrt_llm_bls", "bls_name", values),
+    ]
+
+
 def render_repository(
     models: list[ServedModel],
     engine: EngineConfig,
@@ -174,15 +208,9 @@ def render_repository(
                 raise EdgectlError(f"model.engine must be one of {sorted(ENGINE_TEMPLATES)}")
             values = template_values(model, engine, out.resolve().parent / "run")
             values.update(overrides or {})
-            names = model.step_names
-            for template, name_key in (
-                ("preprocessing", "preprocessing_name"),
-                (ENGINE_TEMPLATES[model.engine], "engine_name"),
-                ("postprocessing", "postprocessing_name"),
-                ("ensemble", "ensemble_name"),
-            ):
-                target = partial / names[name_key]
+            for template, name_key, model_values in model_templates_for(model, engine, values):
+                target = partial / values[name_key]
                 if target.exists():
-                    raise EdgectlError(f"two models would both render {names[name_key]!r}")
-                _render_one(TEMPLATES / template, target, values)
+                    raise EdgectlError(f"two models would both render {values[name_key]!r}")
+                _render_one(TEMPLATES / template, target, model_values)
     return out

@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from edgectl.config import EngineConfig
 from edgectl.resources import model_templates
 from tests.paths import REPO_ROOT
 from tests.unit.deploy.test_repository import inputs, load_configs, outputs, render, served
@@ -16,7 +17,7 @@ CONTRACT = yaml.safe_load(
     (model_templates() / "_contract" / "contract.yaml").read_text(encoding="utf-8")
 )["models"]
 STATUSES = {"implemented", "refused", "ignored", "placeholder", "omitted", "extension"}
-RENDERED = ["preprocessing", "tensorrt_llm", "postprocessing", "ensemble"]
+RENDERED = ["preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "tensorrt_llm_bls"]
 
 
 def expected(model: str, side: str, engine: str) -> dict[str, dict]:
@@ -41,10 +42,12 @@ def test_table_is_well_formed():
                 assert (entry["nvidia"] == "-") == (entry["status"] == "extension"), entry
 
 
+@pytest.mark.parametrize("decoupled", [True, False], ids=["decoupled", "unary"])
 @pytest.mark.parametrize("engine", ["cpu", "trtllm"])
 @pytest.mark.parametrize("model", RENDERED)
-def test_rendered_config_declares_exactly_the_table(tmp_path, engine, model):
-    config = load_configs(render(tmp_path, served(engine)))[model]
+def test_rendered_config_declares_exactly_the_table(tmp_path, engine, model, decoupled):
+    mode = EngineConfig(decoupled=decoupled)
+    config = load_configs(render(tmp_path, served(engine), engine=mode))[model]
     for side, declared in (("inputs", inputs(config)), ("outputs", outputs(config))):
         table = expected(model, side, engine)
         if model == "tensorrt_llm" and engine == "trtllm":  # NVIDIA's backend: no extensions
