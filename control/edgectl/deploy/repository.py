@@ -68,7 +68,7 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
     return {
         **model.step_names,
         # unary mode: the decoupled CPU engine behind the unary front
-        "engine_stream_name": f"{model.step_names['engine_name']}_decoupled",
+        "engine_stream_name": decoupled_engine_name(model),
         "bls_instances": "1" if engine.decoupled else str(engine.front_instances),
         "engine_io": (TEMPLATES / "_contract" / "engine_io.pbtxt").read_text(encoding="utf-8"),
         "engine_extension_io": (TEMPLATES / "_contract" / "cpu_engine_extensions.pbtxt").read_text(
@@ -184,6 +184,24 @@ def model_templates_for(
         ("ensemble", "ensemble_name", values),
         ("tensorrt_llm_bls", "bls_name", values),
     ]
+
+
+def models_to_load(model: ServedModel, engine: EngineConfig) -> list[str]:
+    """What the server loads for one served model: models nothing else loads for it.
+
+    The ensemble loads its steps; the BLS model and, in unary mode, the decoupled
+    CPU engine behind the unary front (called through BLS, not a step) are loaded
+    by name.
+    """
+    names = [model.name, model.step_names["bls_name"]]
+    if model.engine == "cpu" and not engine.decoupled:
+        names.append(decoupled_engine_name(model))
+    return names
+
+
+def decoupled_engine_name(model: ServedModel) -> str:
+    """Unary mode on the CPU: the decoupled engine step's name behind the unary front."""
+    return f"{model.step_names['engine_name']}_decoupled"
 
 
 def render_repository(

@@ -29,6 +29,8 @@ class TritonPythonModel:
         self.end_id = int(params["end_id"])
         config = json.loads(args["model_config"])
         self.outputs = [output["name"] for output in config["output"]]
+        # Inputs Triton reshapes to scalars: forwarded with their declared [1] again.
+        self.reshaped = {i["name"] for i in config["input"] if "reshape" in i}
         self.pool = ThreadPoolExecutor(max_workers=int(params["max_concurrent"]))
 
     def _forward(self, inputs, requested):
@@ -58,7 +60,15 @@ class TritonPythonModel:
             check_unary_request(lookup)
         except InvalidRequest as err:
             return None, _error(str(err), pb_utils.TritonError.INVALID_ARG)
-        inputs = [pb_utils.Tensor(t.name(), np.array(t.as_numpy())) for t in request.inputs()]
+        inputs = [
+            pb_utils.Tensor(
+                t.name(),
+                np.array(t.as_numpy()).reshape(-1, 1)
+                if t.name() in self.reshaped
+                else np.array(t.as_numpy()),
+            )
+            for t in request.inputs()
+        ]
         requested = list(request.requested_output_names()) or self.outputs
         return self.pool.submit(self._forward, inputs, requested), None
 
