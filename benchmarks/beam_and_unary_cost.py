@@ -127,6 +127,16 @@ def row(label: str, concurrency: int, sequences: int, result) -> dict:
     }
 
 
+def measure(
+    rows: list[dict], label: str, one: Callable[[], Timing], concurrencies, sequences: int, args
+) -> None:
+    """Closed-loop phases of ``one`` at each concurrency, appended to ``rows``."""
+    for concurrency in concurrencies:
+        result = run_phase(label, concurrency, args.per_worker, args.max_tokens, one)
+        rows.append(row(label, concurrency, sequences, result))
+        print(rows[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -134,32 +144,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     artifact = build(load_recipe(ROOT / "build" / "smollm2-135m-int8.yaml")).artifact
-    rows = []
+    rows: list[dict] = []
     config, url = serve(artifact, decoupled=True, max_num_seqs=32)
     try:
         streaming_request(url, args.max_tokens)()  # warm-up
         for name, values in (("beam_width", (1, 2, 4)), ("num_return_sequences", (2, 4))):
             for value in values:
                 one = streaming_request(url, args.max_tokens, **{name: value})
-                for concurrency in (1, 8):
-                    result = run_phase(name, concurrency, args.per_worker, args.max_tokens, one)
-                    rows.append(row(f"{name}={value}", concurrency, value, result))
-                    print(rows[-1])
-        for concurrency in (1, 16):
-            one = streaming_request(url, args.max_tokens)
-            result = run_phase("decoupled", concurrency, args.per_worker, args.max_tokens, one)
-            rows.append(row("decoupled (stream)", concurrency, 1, result))
-            print(rows[-1])
+                measure(rows, f"{name}={value}", one, (1, 8), value, args)
+        measure(
+            rows, "decoupled (stream)", streaming_request(url, args.max_tokens), (1, 16), 1, args
+        )
     finally:
         LocalTriton(config.server).stop()
     config, url = serve(artifact, decoupled=False, max_num_seqs=32)
     try:
         unary_request(url, args.max_tokens)()  # warm-up
-        for concurrency in (1, 16):
-            one = unary_request(url, args.max_tokens)
-            result = run_phase("unary", concurrency, args.per_worker, args.max_tokens, one)
-            rows.append(row("unary (whole result)", concurrency, 1, result))
-            print(rows[-1])
+        measure(rows, "unary (whole result)", unary_request(url, args.max_tokens), (1, 16), 1, args)
     finally:
         LocalTriton(config.server).stop()
     args.out.mkdir(parents=True, exist_ok=True)
