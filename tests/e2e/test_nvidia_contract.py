@@ -407,3 +407,15 @@ def test_bls_accepts_draft_inputs_and_refuses_by_name(live_server: LiveServer):
     lora = ensemble_inputs(PROMPT, 4, lora_task_id=3)
     with pytest.raises(InferenceServerException, match="lora_task_id is not supported"):
         grpc_stream(url, "tensorrt_llm_bls", lora)
+
+
+def test_http_generate_stream_concatenates_to_the_greedy_text(live_server: LiveServer):
+    for model in ("ensemble", "tensorrt_llm_bls"):
+        events = http_generate(
+            live_server.state.http_url,
+            model,
+            {"text_input": PROMPT, "max_tokens": 8, "stream": True},
+            stream=True,
+        )
+        assert len(events) > 1
+        assert "".join(e.get("text_output", "") for e in events) == greedy(live_server)

@@ -117,3 +117,21 @@ def test_concurrent_unary_requests_share_engine_steps(unary_server: LiveServer):
     assert errors == []
     peak = unary_server.metric("edgectl_engine_peak_scheduled", "tensorrt_llm_decoupled")
     assert max(peak, before) >= 2
+
+
+def test_unary_extensions_counts_and_exclude_input(unary_server: LiveServer):
+    import json
+
+    url = unary_server.state.http_url
+    messages = json.dumps([{"role": "user", "content": "What is the capital of France?"}])
+    result = http_infer(url, "ensemble", ensemble_inputs("", 5, messages=messages, ignore_eos=True))
+    assert result.as_numpy("finish_reason").reshape(-1)[0] == b"length"
+    assert int(result.as_numpy("num_output_tokens").reshape(-1)[0]) == 5
+    assert int(result.as_numpy("num_input_tokens").reshape(-1)[0]) > 5
+    kept = ensemble_inputs(PROMPT, 4, exclude_input_in_output=False)
+    assert first_text(grpc_unary(unary_server.state.grpc_url, "ensemble", kept)).startswith(PROMPT)
+    guided = ensemble_inputs(
+        "Give me a JSON object.", 48, guided_decoding_guide_type="json", guided_decoding_guide=""
+    )
+    text = first_text(grpc_unary(unary_server.state.grpc_url, "tensorrt_llm_bls", guided))
+    assert isinstance(json.loads(text), dict)
