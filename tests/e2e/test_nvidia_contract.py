@@ -419,3 +419,34 @@ def test_http_generate_stream_concatenates_to_the_greedy_text(live_server: LiveS
         )
         assert len(events) > 1
         assert "".join(e.get("text_output", "") for e in events) == greedy(live_server)
+
+
+def test_cancelling_a_bls_stream_frees_the_engine_sequence(live_server: LiveServer):
+    import queue
+    import time
+
+    import tritonclient.grpc as grpcclient
+
+    from tests.e2e.helpers import infer_input
+
+    cancelled_before = live_server.metric("edgectl_engine_requests_cancelled_total")
+    received: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(live_server.state.grpc_url)
+    client.start_stream(callback=lambda result, error: received.put((result, error)))
+    inputs = ensemble_inputs(PROMPT, 250, stream=True, ignore_eos=True)
+    client.async_stream_infer(
+        "tensorrt_llm_bls", [infer_input(name, value) for name, value in inputs.items()]
+    )
+    for _ in range(3):
+        _, error = received.get(timeout=60)
+        assert error is None
+    client.stop_stream(cancel_requests=True)
+    client.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        live_server.metric("edgectl_engine_requests_cancelled_total") <= cancelled_before
+        or live_server.metric("edgectl_engine_active") > 0
+    ):
+        time.sleep(0.2)
+    assert live_server.metric("edgectl_engine_requests_cancelled_total") > cancelled_before
+    assert live_server.metric("edgectl_engine_active") == 0

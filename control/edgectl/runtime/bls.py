@@ -80,9 +80,15 @@ def _collect(step: Step, produced: Tensors, pool: Tensors) -> None:
             pool[value] = produced[key]
 
 
+@dataclass
+class BlsResponse:
+    tensors: Tensors  # the client's requested outputs
+    engine_key: int | None  # the CPU engine's request_key (to forward a cancellation)
+
+
 def run(
     plan: EnsemblePlan, call: Call, client: Tensors, requested: list[str], decoupled: bool
-) -> Iterator[Tensors]:
+) -> Iterator[BlsResponse]:
     """Yield one client response (requested outputs only) per engine response."""
     refuse_bls_inputs(client)
     pool = {name: value for name, value in client.items() if name not in BLS_REFUSED}
@@ -97,4 +103,8 @@ def run(
         post_inputs = _step_inputs(plan.post, step_pool)
         [post] = call(plan.post.model, post_inputs, list(plan.post.outputs), False)
         _collect(plan.post, post, step_pool)
-        yield {name: step_pool[name] for name in requested if name in step_pool}
+        key = produced.get("request_key")
+        yield BlsResponse(
+            {name: step_pool[name] for name in requested if name in step_pool},
+            None if key is None else int(np.asarray(key).reshape(-1)[0]),
+        )

@@ -15,6 +15,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from edgectl.runtime import bls
+from edgectl.runtime.cancel_board import CancelBoard
 from edgectl.runtime.contract import InvalidRequest
 from edgectl.runtime.triton_io import model_parameters, parse_bool
 from edgectl.runtime.unary import merge_sequences
@@ -74,6 +75,8 @@ class TritonPythonModel:
         repository = Path(args["model_repository"]).parent
         self.plan = bls.EnsemblePlan.from_config(repository / params["ensemble"] / "config.pbtxt")
         self.pool = ThreadPoolExecutor(max_workers=int(params["max_concurrent"]))
+        cancel_dir = params.get("cancel_dir")
+        self.cancel_board = CancelBoard(Path(cancel_dir)) if cancel_dir else None
 
     def _client_inputs(self, request):
         client = {}
@@ -87,8 +90,9 @@ class TritonPythonModel:
         try:
             for response in bls.run(self.plan, _call, client, requested, decoupled=True):
                 if sender.is_cancelled():
-                    break
-                sender.send(pb_utils.InferenceResponse(output_tensors=_tensors(response)))
+                    self._forward_cancellation(response.engine_key)
+                    return
+                sender.send(pb_utils.InferenceResponse(output_tensors=_tensors(response.tensors)))
             sender.send(flags=FINAL)
         except Exception as err:  # one request failed: tell its client, keep serving
             try:
@@ -96,9 +100,15 @@ class TritonPythonModel:
             except Exception:  # noqa: BLE001 - the client is gone
                 log.debug("could not deliver %s", err)
 
+    def _forward_cancellation(self, key):
+        """The client left: stop its engine sequence (a BLS call cannot cancel it)."""
+        if key is not None and self.cancel_board is not None:
+            self.cancel_board.post(key)
+
     def _unary(self, client, requested):
         try:
-            responses = list(bls.run(self.plan, _call, client, requested, decoupled=False))
+            run = bls.run(self.plan, _call, client, requested, decoupled=False)
+            responses = [response.tensors for response in run]
             merged = merge_sequences(responses, self.end_id)
             if "text_output" in merged:  # one flat text per sequence, as postprocessing gives
                 texts = [r["text_output"].reshape(-1) for r in responses if "text_output" in r]
