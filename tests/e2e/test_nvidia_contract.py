@@ -253,9 +253,10 @@ def test_unknown_guide_type_and_unsupported_inputs_are_refused_by_name(live_serv
     assert greedy(live_server, max_tokens=2)
 
 
-def test_batched_text_input_answers_each_row_with_batch_index(live_server: LiveServer):
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm_bls"])
+def test_batched_text_input_answers_each_row_with_batch_index(live_server: LiveServer, model):
     prompts = [PROMPT, "The largest planet is"]
-    results = grpc_stream(live_server.state.grpc_url, "ensemble", ensemble_inputs(prompts, 6))
+    results = grpc_stream(live_server.state.grpc_url, model, ensemble_inputs(prompts, 6))
     by_row: dict[int, str] = {}
     for result in results:
         index = result.as_numpy("batch_index")
