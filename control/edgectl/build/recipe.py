@@ -105,6 +105,7 @@ class TrtllmTarget(StrictModel):
     max_input_len: int = Field(1024, ge=1)
     max_seq_len: int = Field(2048, ge=2)
     max_num_tokens: int = Field(8192, ge=1)
+    max_beam_width: int = Field(1, ge=1, le=8)  # requests may ask beam_width up to this
     paged_kv_cache: bool = True
     use_paged_context_fmha: bool = True
     tp_size: int = Field(1, ge=1, le=64)

@@ -109,6 +109,7 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         # tensorrt_llm-only knobs (GPU template): the recipe's serving defaults
         **trtllm_serving_values(TrtllmServing()),
         "max_tokens_in_paged_kv_cache": str(engine.max_num_seqs * max_seq),
+        "max_beam_width": "1",  # a TensorRT-LLM build overrides it with the engine's own
     }
 
 

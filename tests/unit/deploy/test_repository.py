@@ -335,3 +335,8 @@ def test_gpu_engine_step_follows_decoupled_mode(tmp_path, decoupled):
     configs = load_configs(render(tmp_path, served("trtllm"), engine=mode))
     assert configs["tensorrt_llm"].model_transaction_policy.decoupled is decoupled
     assert configs["tensorrt_llm_bls"].model_transaction_policy.decoupled is decoupled
+
+
+def test_gpu_engine_step_takes_the_engines_beam_width(tmp_path):
+    repo = render_repository([served("trtllm")], ENGINE, tmp_path / "repo", {"max_beam_width": "4"})
+    assert parameters(load_configs(repo)["tensorrt_llm"])["max_beam_width"] == "4"

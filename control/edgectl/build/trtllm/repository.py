@@ -57,7 +57,10 @@ def render_trtllm_repository(
         end_id=serving.end_id,
         pad_id=serving.pad_id,
     )
-    serving_values = trtllm_serving_values(target.serving)
+    serving_values = {
+        **trtllm_serving_values(target.serving),
+        "max_beam_width": str(target.max_beam_width),
+    }
     return render_repository([model], engine, folder / "model_repository", serving_values)
 
 
