@@ -135,3 +135,47 @@ def test_unary_extensions_counts_and_exclude_input(unary_server: LiveServer):
     )
     text = first_text(grpc_unary(unary_server.state.grpc_url, "tensorrt_llm_bls", guided))
     assert isinstance(json.loads(text), dict)
+
+
+def test_stop_request_reaches_the_engine_behind_the_unary_front(unary_server: LiveServer):
+    import time
+
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(unary_server.config.model.artifact / "tokenizer.json"))
+    ids = tokenizer.encode(PROMPT, add_special_tokens=False).ids
+
+    def engine_inputs(max_tokens: int, **flags: bool) -> dict:
+        inputs = {
+            "input_ids": np.asarray([ids], dtype=np.int32),
+            "input_lengths": np.asarray([[len(ids)]], dtype=np.int32),
+            "request_output_len": np.asarray([[max_tokens]], dtype=np.int32),
+        }
+        inputs.update({name: np.asarray([[value]]) for name, value in flags.items()})
+        return inputs
+
+    import tritonclient.grpc as grpcclient
+
+    from tests.e2e.helpers import infer_input
+
+    url = unary_server.state.grpc_url
+    done: dict = {}
+
+    def run() -> None:
+        client = grpcclient.InferenceServerClient(url)
+        tensors = [infer_input(n, v) for n, v in engine_inputs(250, ignore_eos=True).items()]
+        done["result"] = client.infer("tensorrt_llm", tensors, request_id="unary-stop")
+        client.close()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    model = "tensorrt_llm_decoupled"
+    deadline = time.monotonic() + 60
+    while unary_server.metric("edgectl_engine_active", model) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    client = grpcclient.InferenceServerClient(url)
+    stop = [infer_input(n, v) for n, v in engine_inputs(1, stop=True).items()]
+    client.infer("tensorrt_llm", stop, request_id="unary-stop")
+    client.close()
+    worker.join(60)
+    assert int(done["result"].as_numpy("num_output_tokens").reshape(-1)[0]) < 250

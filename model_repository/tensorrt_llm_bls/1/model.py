@@ -32,11 +32,21 @@ class StepError(Exception):
         self.error = error
 
 
-def _call(model, inputs, requested, decoupled):
+def _caller(request_id):
+    """bls.Call for one client request; its id travels on so ``stop`` can name it."""
+
+    def call(model, inputs, requested, decoupled):
+        return _call(model, inputs, requested, decoupled, request_id)
+
+    return call
+
+
+def _call(model, inputs, requested, decoupled, request_id=""):
     request = pb_utils.InferenceRequest(
         model_name=model,
         inputs=[pb_utils.Tensor(name, value) for name, value in inputs.items()],
         requested_output_names=requested,
+        request_id=request_id,
     )
     responses = request.exec(decoupled=True) if decoupled else [request.exec()]
     for response in responses:
@@ -86,9 +96,10 @@ class TritonPythonModel:
                 client[name] = np.array(tensor.as_numpy())
         return client
 
-    def _stream(self, client, requested, sender):
+    def _stream(self, client, requested, sender, request_id):
         try:
-            for response in bls.run(self.plan, _call, client, requested, decoupled=True):
+            call = _caller(request_id)
+            for response in bls.run(self.plan, call, client, requested, decoupled=True):
                 if sender.is_cancelled():
                     self._forward_cancellation(response.engine_key)
                     return
@@ -105,9 +116,9 @@ class TritonPythonModel:
         if key is not None and self.cancel_board is not None:
             self.cancel_board.post(key)
 
-    def _unary(self, client, requested):
+    def _unary(self, client, requested, request_id):
         try:
-            run = bls.run(self.plan, _call, client, requested, decoupled=False)
+            run = bls.run(self.plan, _caller(request_id), client, requested, decoupled=False)
             responses = [response.tensors for response in run]
             merged = merge_sequences(responses, self.end_id)
             if "text_output" in merged:  # one flat text per sequence, as postprocessing gives
@@ -126,11 +137,14 @@ class TritonPythonModel:
             for client, requested, request in work:
                 sender = request.get_response_sender()
                 threading.Thread(
-                    target=self._stream, args=(client, requested, sender), daemon=True
+                    target=self._stream,
+                    args=(client, requested, sender, request.request_id()),
+                    daemon=True,
                 ).start()
             return None
         futures = [
-            self.pool.submit(self._unary, client, requested) for client, requested, _ in work
+            self.pool.submit(self._unary, client, requested, request.request_id())
+            for client, requested, request in work
         ]
         return [future.result() for future in futures]
 

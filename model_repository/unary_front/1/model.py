@@ -33,9 +33,13 @@ class TritonPythonModel:
         self.reshaped = {i["name"] for i in config["input"] if "reshape" in i}
         self.pool = ThreadPoolExecutor(max_workers=int(params["max_concurrent"]))
 
-    def _forward(self, inputs, requested):
+    def _forward(self, inputs, requested, request_id):
+        # the client's id travels on, so a later ``stop`` request can name it
         bls = pb_utils.InferenceRequest(
-            model_name=self.engine, inputs=inputs, requested_output_names=requested
+            model_name=self.engine,
+            inputs=inputs,
+            requested_output_names=requested,
+            request_id=request_id,
         )
         finals = []
         for response in bls.exec(decoupled=True):
@@ -70,7 +74,7 @@ class TritonPythonModel:
             for t in request.inputs()
         ]
         requested = list(request.requested_output_names()) or self.outputs
-        return self.pool.submit(self._forward, inputs, requested), None
+        return self.pool.submit(self._forward, inputs, requested, request.request_id()), None
 
     def execute(self, requests):
         pending = [self._submit(request) for request in requests]
