@@ -25,6 +25,7 @@ from tests.e2e.nvidia_client import (
 )
 
 PROMPT = "The capital of France is"
+COUNTS = {"return_num_input_tokens": True, "return_num_output_tokens": True}
 CONTRACT = model_templates() / "_contract" / "contract.yaml"
 NUMPY_DTYPES = {
     "TYPE_INT32": np.int32,
@@ -65,6 +66,10 @@ def test_text_output_is_one_dimensional_as_nvidia_clients_read_it(live_server: L
     array = results[0].as_numpy("text_output")
     assert array.ndim == 1 and array.shape == (1,)
     assert "Paris" in first_text(results[0])
+    # side outputs come only with NVIDIA's return_* flags, as from NVIDIA's backend
+    for name in ("cum_log_probs", "num_output_tokens", "arrival_time_ns"):
+        assert results[0].as_numpy(name) is None, name
+    assert results[-1].as_numpy("finish_reason") is not None
     [event] = http_generate(
         live_server.state.http_url, "ensemble", {"text_input": PROMPT, "max_tokens": 6}
     )
@@ -75,7 +80,12 @@ def test_every_ensemble_output_has_the_contract_dtype_and_rank(live_server: Live
     import yaml
 
     contract = yaml.safe_load(CONTRACT.read_text(encoding="utf-8"))["models"]["ensemble"]
-    declared = {e["name"]: e for e in contract["outputs"] if e["status"] != "omitted"}
+    never_sent = {"context_logits", "generation_logits"}  # asking for them is refused
+    declared = {
+        e["name"]: e
+        for e in contract["outputs"]
+        if e["status"] != "omitted" and e["name"] not in never_sent
+    }
     inputs = ensemble_inputs(
         PROMPT,
         4,
@@ -166,7 +176,7 @@ def test_output_log_probs_sum_to_cum_log_probs(live_server: LiveServer, stream: 
 
 
 def test_token_counts_and_finish_reason(live_server: LiveServer):
-    inputs = ensemble_inputs(PROMPT, 5, stream=True, ignore_eos=True)
+    inputs = ensemble_inputs(PROMPT, 5, stream=True, ignore_eos=True, **COUNTS)
     results = grpc_stream(live_server.state.grpc_url, "ensemble", inputs)
     counts = [int(a.reshape(-1)[0]) for a in outputs(results, "num_output_tokens")]
     reasons = [a.reshape(-1)[0].decode() for a in outputs(results, "finish_reason")]
@@ -194,8 +204,10 @@ def test_messages_use_the_chat_template(live_server: LiveServer):
         {"role": "user", "content": "And of Germany?"},
     ]
     url = live_server.state.grpc_url
-    multi = grpc_stream(url, "ensemble", ensemble_inputs("", 2, messages=json.dumps(conversation)))
-    single = grpc_stream(url, "ensemble", ensemble_inputs("", 2, messages=one_turn))
+    multi = grpc_stream(
+        url, "ensemble", ensemble_inputs("", 2, messages=json.dumps(conversation), **COUNTS)
+    )
+    single = grpc_stream(url, "ensemble", ensemble_inputs("", 2, messages=one_turn, **COUNTS))
     assert outputs(multi, "num_input_tokens")[0] > outputs(single, "num_input_tokens")[0]
 
 
@@ -359,7 +371,9 @@ def test_stop_request_ends_generation_and_frees_the_slot(live_server: LiveServer
     done: dict[str, list] = {}
 
     def run() -> None:
-        long_request = engine_inputs(live_server, 250, ignore_eos=True, streaming=True)
+        long_request = engine_inputs(
+            live_server, 250, ignore_eos=True, streaming=True, return_num_output_tokens=True
+        )
         done["results"] = grpc_stream(url, "tensorrt_llm", long_request, request_id="stop-me")
 
     worker = threading.Thread(target=run)

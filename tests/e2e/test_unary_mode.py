@@ -81,6 +81,7 @@ def test_engine_step_answers_unary_calls(unary_server: LiveServer, live_server: 
         "input_ids": np.asarray([ids], dtype=np.int32),
         "input_lengths": np.asarray([[len(ids)]], dtype=np.int32),
         "request_output_len": np.asarray([[8]], dtype=np.int32),
+        "return_num_output_tokens": np.asarray([[True]]),
     }
     result = grpc_unary(unary_server.state.grpc_url, "tensorrt_llm", inputs)
     generated = result.as_numpy("output_ids")[0, 0].tolist()
@@ -124,7 +125,9 @@ def test_unary_extensions_counts_and_exclude_input(unary_server: LiveServer):
 
     url = unary_server.state.http_url
     messages = json.dumps([{"role": "user", "content": "What is the capital of France?"}])
-    result = http_infer(url, "ensemble", ensemble_inputs("", 5, messages=messages, ignore_eos=True))
+    counts = {"return_num_input_tokens": True, "return_num_output_tokens": True}
+    inputs = ensemble_inputs("", 5, messages=messages, ignore_eos=True, **counts)
+    result = http_infer(url, "ensemble", inputs)
     assert result.as_numpy("finish_reason").reshape(-1)[0] == b"length"
     assert int(result.as_numpy("num_output_tokens").reshape(-1)[0]) == 5
     assert int(result.as_numpy("num_input_tokens").reshape(-1)[0]) > 5
@@ -163,7 +166,8 @@ def test_stop_request_reaches_the_engine_behind_the_unary_front(unary_server: Li
 
     def run() -> None:
         client = grpcclient.InferenceServerClient(url)
-        tensors = [infer_input(n, v) for n, v in engine_inputs(250, ignore_eos=True).items()]
+        flags = {"ignore_eos": True, "return_num_output_tokens": True}
+        tensors = [infer_input(n, v) for n, v in engine_inputs(250, **flags).items()]
         done["result"] = client.infer("tensorrt_llm", tensors, request_id="unary-stop")
         client.close()
 

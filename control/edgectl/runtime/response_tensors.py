@@ -3,8 +3,8 @@
 Shapes follow NVIDIA's ``tensorrt_llm`` model with the batch dimension of one
 response (always 1): ``output_ids [1, beams, len]``, ``sequence_length
 [1, beams]``, ``cum_log_probs [1, beams]``, ``output_log_probs [1, beams, len]``,
-scalars ``[1, 1]``.  Only outputs the caller asked for are built (an ensemble
-asks for every output it maps).
+scalars ``[1, 1]``.  Only outputs the caller asked for and enabled with NVIDIA's
+``return_*`` flags are built (an ensemble asks for every output it maps).
 """
 
 from __future__ import annotations
@@ -23,6 +23,36 @@ KV_BLOCK_OUTPUTS = (
     "kv_cache_reused_blocks",
     "kv_cache_alloc_total_blocks",
 )
+
+
+# Side outputs sent only when the request asks for them with NVIDIA's flag, as NVIDIA's
+# backend does: every extra tensor costs time on every streamed response.
+GATED_OUTPUTS = {
+    "return_log_probs": ("cum_log_probs", "output_log_probs"),
+    "return_perf_metrics": (
+        "arrival_time_ns",
+        "first_scheduled_time_ns",
+        "first_token_time_ns",
+        "last_token_time_ns",
+        "acceptance_rate",
+        "total_accepted_draft_tokens",
+        "total_draft_tokens",
+        *KV_BLOCK_OUTPUTS,
+    ),
+    "return_num_input_tokens": ("num_input_tokens",),
+    "return_num_output_tokens": ("num_output_tokens",),
+}
+# Declared for NVIDIA's clients but never filled (their inputs are refused).
+NEVER_SENT = ("context_logits", "generation_logits", "context_phase_params")
+
+
+def outputs_to_send(requested: Collection[str], flag_set: Callable[[str], bool]) -> set[str]:
+    """The requested outputs a request's flags enable (``flag_set(name)``: that flag is true)."""
+    blocked = set(NEVER_SENT)
+    for flag, names in GATED_OUTPUTS.items():
+        if not flag_set(flag):
+            blocked.update(names)
+    return set(requested) - blocked
 
 
 def _padded(rows: list[list], fill: float, dtype) -> np.ndarray:

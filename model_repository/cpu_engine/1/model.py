@@ -32,7 +32,7 @@ from edgectl.runtime.metrics import (
 )
 from edgectl.runtime.openvino_engine import SchedulerSettings, build_engine
 from edgectl.runtime.request_inputs import sequence_requests
-from edgectl.runtime.response_tensors import FanIn
+from edgectl.runtime.response_tensors import FanIn, outputs_to_send
 from edgectl.runtime.slots import SlotGate
 from edgectl.runtime.triton_io import model_parameters, parse_bool, scalar
 
@@ -65,9 +65,12 @@ def _fan_in(request, count):
         error = pb_utils.TritonError(message, code)
         sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
 
-    return FanIn(
-        count, deliver, deliver_error, sender.is_cancelled, request.requested_output_names()
-    )
+    def flag_set(name):
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        return tensor is not None and bool(tensor.as_numpy().any())
+
+    requested = outputs_to_send(request.requested_output_names(), flag_set)
+    return FanIn(count, deliver, deliver_error, sender.is_cancelled, requested)
 
 
 class TritonPythonModel:

@@ -12,7 +12,12 @@ from edgectl.runtime.contract import SamplingParams
 from edgectl.runtime.emission import Emission, RequestTiming, finished_beams
 from edgectl.runtime.engine import EngineRequest
 from edgectl.runtime.generation_config import ANY_JSON_OBJECT, configure
-from edgectl.runtime.response_tensors import KV_BLOCKS_UNKNOWN, FanIn, output_tensors
+from edgectl.runtime.response_tensors import (
+    KV_BLOCKS_UNKNOWN,
+    FanIn,
+    output_tensors,
+    outputs_to_send,
+)
 from tests.unit.runtime.test_engine import (
     END_ID,
     FakeHandle,
@@ -220,3 +225,18 @@ def test_fan_in_error_drops_the_rest_and_cancels_them():
     first.fail("queue full")
     second.send(emission())
     assert errors == ["queue full"] and sent == [] and second.cancelled()
+
+
+def test_side_outputs_need_their_return_flag():
+    requested = [
+        "output_ids",
+        "cum_log_probs",
+        "num_input_tokens",
+        "arrival_time_ns",
+        "context_logits",
+    ]
+    assert outputs_to_send(requested, lambda flag: False) == {"output_ids"}
+    enabled = outputs_to_send(requested, lambda flag: flag == "return_log_probs")
+    assert enabled == {"output_ids", "cum_log_probs"}
+    everything = outputs_to_send(requested, lambda flag: True)
+    assert "context_logits" not in everything and "arrival_time_ns" in everything
