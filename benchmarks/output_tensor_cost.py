@@ -28,7 +28,6 @@ from edgectl.build.builder import build
 from edgectl.build.recipe import load_recipe
 from edgectl.deploy.server import LocalTriton
 
-
 FLAGS = (
     "return_log_probs",
     "return_perf_metrics",
