@@ -64,28 +64,35 @@ def inputs(max_tokens: int, stream: bool, **fields: int) -> list[grpcclient.Infe
     return tensors
 
 
+def timed_stream(
+    url: str, model: str, tensors: list, outputs: list | None = None, first_output: str = ""
+) -> Timing:
+    """One streamed request, timed until its final response; the first response that
+    carries ``first_output`` (any response when empty) counts as the first token."""
+    received: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(url)
+    client.start_stream(callback=lambda result, error: received.put((result, error)))
+    timing = Timing(time.monotonic())
+    client.async_stream_infer(model, tensors, outputs=outputs, enable_empty_final_response=True)
+    while True:
+        result, error = received.get(timeout=600)
+        if error is not None:
+            raise RuntimeError(error)
+        if not timing.first and (not first_output or result.as_numpy(first_output) is not None):
+            timing.first = time.monotonic()
+        final = result.get_response().parameters.get("triton_final_response")
+        if final is not None and final.bool_param:
+            break
+    timing.end = time.monotonic()
+    client.stop_stream()
+    client.close()
+    return timing
+
+
 def streaming_request(url: str, max_tokens: int, **fields: int) -> Callable[[], Timing]:
     def one() -> Timing:
-        received: queue.Queue = queue.Queue()
-        client = grpcclient.InferenceServerClient(url)
-        client.start_stream(callback=lambda result, error: received.put((result, error)))
-        timing = Timing(time.monotonic())
-        client.async_stream_infer(
-            "ensemble", inputs(max_tokens, True, **fields), enable_empty_final_response=True
-        )
-        while True:
-            result, error = received.get(timeout=600)
-            if error is not None:
-                raise RuntimeError(error)
-            if not timing.first and result.as_numpy("text_output") is not None:
-                timing.first = time.monotonic()
-            final = result.get_response().parameters.get("triton_final_response")
-            if final is not None and final.bool_param:
-                break
-        timing.end = time.monotonic()
-        client.stop_stream()
-        client.close()
-        return timing
+        tensors = inputs(max_tokens, True, **fields)
+        return timed_stream(url, "ensemble", tensors, first_output="text_output")
 
     return one
 

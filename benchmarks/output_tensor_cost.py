@@ -13,16 +13,14 @@ flag.  It reports tokens/s and TTFT p50 at concurrency 1 and 8.
 from __future__ import annotations
 
 import argparse
-import queue
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 from tokenizers import Tokenizer
 
-from benchmarks.beam_and_unary_cost import ROOT, serve
+from benchmarks.beam_and_unary_cost import ROOT, serve, timed_stream
 from benchmarks.ensemble_throughput import PROMPT, Timing, run_phase
 from edgectl.build.builder import build
 from edgectl.build.recipe import load_recipe
@@ -49,9 +47,6 @@ def engine_request(
     }
 
     def one() -> Timing:
-        received: queue.Queue = queue.Queue()
-        client = grpcclient.InferenceServerClient(url)
-        client.start_stream(callback=lambda result, error: received.put((result, error)))
         tensors = []
         for name, array in arrays.items():
             kind = "BOOL" if array.dtype == np.bool_ else "INT32"
@@ -61,23 +56,7 @@ def engine_request(
         requested = (
             None if outputs is None else [grpcclient.InferRequestedOutput(n) for n in outputs]
         )
-        timing = Timing(time.monotonic())
-        client.async_stream_infer(
-            "tensorrt_llm", tensors, outputs=requested, enable_empty_final_response=True
-        )
-        while True:
-            result, error = received.get(timeout=600)
-            if error is not None:
-                raise RuntimeError(error)
-            if not timing.first:
-                timing.first = time.monotonic()
-            final = result.get_response().parameters.get("triton_final_response")
-            if final is not None and final.bool_param:
-                break
-        timing.end = time.monotonic()
-        client.stop_stream()
-        client.close()
-        return timing
+        return timed_stream(url, "tensorrt_llm", tensors, requested)
 
     return one
 

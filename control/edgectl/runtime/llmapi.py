@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edgectl.runtime.triton_io import scalar
+
 Lookup = Callable[[str], "np.ndarray | None"]
 
 # model.yaml keys handed to tensorrt_llm.LLM (the rest configure Triton or us).
@@ -47,14 +49,7 @@ class RequestSettings:
 
 
 def _scalar(lookup: Lookup, name: str) -> Any:
-    array = lookup(name)
-    if array is None:
-        return None
-    flat = np.asarray(array).reshape(-1)
-    if flat.size != 1:
-        raise ValueError(f"{name} must hold one value, got {flat.size}")
-    value = flat[0]
-    return value.item() if hasattr(value, "item") else value
+    return scalar(lookup(name), name, lambda value: value, None)
 
 
 def _text(value: Any) -> str:
