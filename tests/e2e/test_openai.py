@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 from edgectl.loadtest.profile import parse_profile
 from edgectl.loadtest.prompts import load_tokenizer
 from edgectl.loadtest.runner import ServerHandle, Target, run_profile
+from edgectl.runtime.chat_tokenizer import ChatTokenizer
 from tests.e2e.conftest import LiveServer, free_ports, running_server, server_config
 from tests.e2e.helpers import wait_for
 
@@ -65,8 +66,11 @@ def needs(ensemble_io: set[str], *names: str) -> None:
         pytest.skip(f"needs ensemble inputs/outputs the served model lacks: {', '.join(missing)}")
 
 
-def test_models_lists_the_ensemble(client: OpenAI) -> None:
-    assert [model.id for model in client.models.list().data] == [MODEL]
+def test_models_lists_the_llm_models(client: OpenAI, stack: LiveServer) -> None:
+    listed = [model.id for model in client.models.list().data]
+    assert MODEL in listed
+    ready = {m["name"] for m in stack.client.list_models() if m.get("state") == "READY"}
+    assert set(listed) <= ready and "preprocessing" not in listed and "postprocessing" not in listed
 
 
 def test_chat_answers_and_stream_matches_the_whole_answer(client: OpenAI) -> None:
@@ -149,18 +153,23 @@ def test_usage_equals_the_tokenizer_counts(
     assert chunks[-1].usage.completion_tokens >= len(tokenizer.encode(text).ids) - 1
 
 
-def test_chat_template_renders_system_and_turns(client: OpenAI, ensemble_io: set[str]) -> None:
-    needs(ensemble_io, "messages")
-    reply = client.chat.completions.create(
-        model=MODEL, max_tokens=16,
-        messages=[
-            {"role": "system", "content": "You answer with one word."},
-            {"role": "user", "content": "Capital of France?"},
-            {"role": "assistant", "content": "Paris"},
-            {"role": "user", "content": "And of Italy?"},
-        ],
-    )  # fmt: skip
-    assert "Rome" in reply.choices[0].message.content
+def test_chat_template_renders_system_and_turns(
+    client: OpenAI, ensemble_io: set[str], built_artifact: Path
+) -> None:
+    needs(ensemble_io, "messages", "num_input_tokens")
+    messages = [
+        {"role": "system", "content": "You answer with one word."},
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Paris"},
+        {"role": "user", "content": "And of Italy?"},
+    ]
+    reply = client.chat.completions.create(model=MODEL, max_tokens=16, messages=messages)
+    assert reply.choices[0].message.content
+    # The prompt the model saw is exactly the chat template's rendering of every turn.
+    chat = ChatTokenizer.from_dir(built_artifact)
+    rendered = chat.apply_chat_template(messages, add_generation_prompt=True)
+    assert "You answer with one word." in rendered and "And of Italy?" in rendered
+    assert reply.usage.prompt_tokens == len(chat.encode(rendered))
 
 
 SCHEMAS = [
