@@ -28,7 +28,9 @@ PROMPT = "The capital of France is"
 
 @pytest.fixture(scope="module")
 def unary_server(built_artifact: Path, tmp_path_factory) -> Iterator[LiveServer]:
-    config = server_config(tmp_path_factory.mktemp("unary"), built_artifact, decoupled=False)
+    config = server_config(
+        tmp_path_factory.mktemp("unary"), built_artifact, gateway=True, decoupled=False
+    )
     with running_server(config) as live:
         yield live
 
@@ -183,3 +185,26 @@ def test_stop_request_reaches_the_engine_behind_the_unary_front(unary_server: Li
     client.close()
     worker.join(60)
     assert int(done["result"].as_numpy("num_output_tokens").reshape(-1)[0]) < 250
+
+
+def test_the_openai_gateway_answers_whole_on_a_unary_engine(unary_server: LiveServer) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(
+        base_url=f"http://127.0.0.1:{unary_server.config.openai.port}/v1", api_key="unused",
+        max_retries=0,
+    )  # fmt: skip
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    whole = client.chat.completions.create(model="ensemble", messages=question, max_tokens=16)
+    assert "Paris" in whole.choices[0].message.content and whole.usage.completion_tokens > 0
+    chunks = list(
+        client.chat.completions.create(
+            model="ensemble", messages=question, max_tokens=16, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    contents = [c.choices[0].delta.content for c in chunks if c.choices]
+    assert contents == ["", whole.choices[0].message.content, None]  # answered whole
+    assert chunks[-1].usage == whole.usage
+    two = client.completions.create(model="ensemble", prompt=PROMPT, max_tokens=8, n=2, seed=1)
+    assert [choice.index for choice in two.choices] == [0, 1]
