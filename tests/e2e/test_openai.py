@@ -172,6 +172,17 @@ def test_chat_template_renders_system_and_turns(
     assert reply.usage.prompt_tokens == len(chat.encode(rendered))
 
 
+def test_logprobs_one_per_token(client: OpenAI, ensemble_io: set[str]) -> None:
+    needs(ensemble_io, "return_log_probs", "output_log_probs", "num_output_tokens")
+    reply = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=12, logprobs=True, top_logprobs=1
+    )
+    entries = reply.choices[0].logprobs.content
+    assert len(entries) == reply.usage.completion_tokens
+    assert "".join(entry.token for entry in entries) == reply.choices[0].message.content
+    assert all(entry.logprob <= 0 and len(entry.top_logprobs) == 1 for entry in entries)
+
+
 SCHEMAS = [
     {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     {
