@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,14 +25,9 @@ from edgectl.build.builder import build
 from edgectl.build.recipe import load_recipe
 from edgectl.config import EdgectlConfig
 from edgectl.deploy.local import deploy_local, stop_local
+from edgectl.loadtest.runner import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def aiperf_command(args: argparse.Namespace, url: str, tokenizer: Path, concurrency: int,

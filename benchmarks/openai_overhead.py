@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -30,21 +29,11 @@ from edgectl.deploy.artifacts import served_model
 from edgectl.deploy.local import deploy_local, local_gateway, stop_local
 from edgectl.loadtest.profile import load_profile
 from edgectl.loadtest.prompts import load_tokenizer
-from edgectl.loadtest.runner import ServerHandle, Target, run_profile
+from edgectl.loadtest.runner import ServerHandle, Target, free_port, run_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 THROUGHPUT_TARGET = 0.97
 TTFT_ADDED_TARGET_MS = 5.0
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def overhead_table(steps: list[dict]) -> tuple[str, bool]:
@@ -100,7 +89,7 @@ def main() -> None:
     changes = {"duration_s": args.duration, "rounds": args.rounds}
     profile = profile.model_copy(update={k: v for k, v in changes.items() if v is not None})
     artifact = build(load_recipe(ROOT / "build" / "smollm2-135m-int8.yaml")).artifact
-    http, grpc_port, metrics, openai_port = free_ports(4)
+    http, grpc_port, metrics, openai_port = (free_port() for _ in range(4))
     config = EdgectlConfig.model_validate(
         {
             "server": {"workdir": tempfile.mkdtemp(prefix="edgectl-openai-bench-"),
