@@ -16,6 +16,7 @@ from edgectl.cli.build import build
 from edgectl.cli.context import Context, console
 from edgectl.cli.generate import generate
 from edgectl.cli.loadtest import loadtest
+from edgectl.cli.plan import plan
 from edgectl.cli.serve import deploy, models, render, status, stop
 from edgectl.cli.timeslice import timeslice
 from edgectl.errors import EdgectlError
@@ -42,7 +43,7 @@ def cli(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...]
     ctx.obj = Context(config_path, overrides)
 
 
-for command in (build, deploy, stop, status, models, generate, render, loadtest, timeslice):
+for command in (build, deploy, stop, status, models, generate, render, loadtest, plan, timeslice):
     cli.add_command(command)
 
 

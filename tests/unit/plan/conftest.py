@@ -1,0 +1,47 @@
+"""Shared shapes and recipes for the planner's tests (dimensions from the public configs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgectl.build.recipe import Recipe
+from edgectl.plan.shapes import catalog_shape
+
+
+def recipe(**fields) -> Recipe:
+    """A TensorRT-LLM recipe; ``weights``, ``kv_cache``, ``group_size`` set its precision."""
+    precision = {k: fields.pop(k) for k in ("weights", "kv_cache", "group_size") if k in fields}
+    calibration = (
+        {"mode": "static"}
+        if precision.get("weights", "") in ("int8_sq", "int4_awq", "int4_gptq")
+        or precision.get("kv_cache") == "int8"
+        else {}
+    )
+    return Recipe.model_validate(
+        {
+            "name": "t",
+            "targets": ["trtllm"],
+            "precision": precision,
+            "calibration": calibration,
+            **fields,
+        }
+    )
+
+
+@pytest.fixture
+def smollm2():
+    return catalog_shape("smollm2-135m")
+
+
+@pytest.fixture
+def llama8b():
+    return catalog_shape("llama-3.1-8b")
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty edgectl cache: no calibrated devices, no checkpoints."""
+    monkeypatch.setenv("EDGECTL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
