@@ -16,7 +16,6 @@ MATRIX_OUT = Path("plan-results")
 @click.option(
     "--recipe",
     "recipe_path",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="A build/*.yaml recipe.",
 )
@@ -96,7 +95,7 @@ MATRIX_OUT = Path("plan-results")
 )
 @click.option("--list-devices", is_flag=True, help="List the device catalog and exit.")
 def plan(
-    recipe_path: Path,
+    recipe_path: Path | None,
     device: str | None,
     model: str | None,
     context: int | None,
@@ -133,6 +132,8 @@ def plan(
     if list_devices:
         _print_devices(out_console, catalog.all_devices())
         return
+    if recipe_path is None:
+        raise click.UsageError("--recipe is required (a build/*.yaml recipe)")
     recipe = load_recipe(recipe_path)
     shape = shapes.recipe_shape(recipe, model)
     work = sizing.default_workload(
@@ -189,22 +190,20 @@ def plan(
 
 
 def _print_devices(console, devices: dict) -> None:
+    """The catalog as a table, then where each device's figures come from."""
     from rich.table import Table
 
-    table = Table("device", "title", "memory GB", "GB/s", "dense TFLOPS", "TDP W", "$/h", "source")
+    table = Table("device", "memory GB", "GB/s", "dense TFLOPS", "TDP W", "$/h")
     for name, d in devices.items():
         tflops = ", ".join(f"{k} {v:g}" for k, v in d.tflops.items())
-        table.add_row(
-            name,
-            d.title,
-            f"{d.memory_gb:g}",
-            f"{d.bandwidth_gbs:g}",
-            tflops,
-            f"{d.tdp_w:g}",
-            f"{d.price_per_hour:g}",
-            f"{d.source.document} ({d.source.version}; {d.source.figures})",
-        )
+        row = (f"{d.memory_gb:g}", f"{d.bandwidth_gbs:g}", tflops, f"{d.tdp_w:g}")
+        table.add_row(name, *row, f"{d.price_per_hour:g}")
     console.print(table)
+    for name, d in devices.items():
+        console.print(
+            f"{name}: {d.title}; {d.source.document} ({d.source.version}; {d.source.figures})",
+            highlight=False,
+        )
 
 
 def _print_rows(console, rows: list[dict], as_json: bool) -> None:
