@@ -38,6 +38,7 @@ PROMPT_TOKENS = 128
 NEW_TOKENS = 32
 BATCHES = (1, 8)
 LEVELS = (1, 4, 8, 16)
+WARMUP_ROUNDS = 4
 WATTS_PER_CORE = 10.0  # assumption: a share of a server CPU's TDP
 USD_PER_CORE_HOUR = 0.02  # assumption: on-demand vCPU price
 
@@ -171,9 +172,13 @@ def measure_engine(artifact: Path, progress: Callable[[str], None]) -> EngineRun
         return timings
 
     try:
-        run(1)  # warm-up: the first requests of a fresh pipeline are slow
-        run(2)
-        singles = [t for _ in range(3) for t in run(1)]
+        # A fresh pipeline runs its first few dozen requests several times slower (its
+        # kernels meet each new shape once), so warm it over the batches measured below.
+        progress(f"warming the engine up ({WARMUP_ROUNDS} rounds of {max(BATCHES)} requests)")
+        for _ in range(WARMUP_ROUNDS):
+            run(max(BATCHES))
+        run(1)
+        singles = [t for _ in range(4) for t in run(1)]
         steps = {1: statistics.median(_gaps(singles))}
         for batch in BATCHES[1:]:
             progress(f"timing decode steps at batch {batch}")
@@ -257,11 +262,13 @@ def calibrate_here(
     from edgectl.build.builder import artifact_dir
 
     started = time.monotonic()
+    # The engine first: numpy's BLAS threads keep spinning for a while after a GEMM and
+    # would steal the cores the engine's threads need.
+    run = measure_engine(artifact_dir(recipe), progress)
     progress("measuring memory bandwidth")
     bandwidth = measure_bandwidth()
     progress("measuring numpy's f32 GEMM")
     gemm = measure_numpy_gemm()
-    run = measure_engine(artifact_dir(recipe), progress)
     device = fit_device(shape, recipe, bandwidth, run, {"numpy_gemm_gflops": gemm})
     path = catalog.save_calibrated(name, device)
     progress(

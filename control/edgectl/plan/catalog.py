@@ -71,7 +71,7 @@ class Device(StrictModel):
         for fmt in order[start:]:
             if fmt in self.tflops:
                 return fmt, self.tflops[fmt]
-        fmt = min(self.tflops, key=lambda f: -self.tflops[f])
+        fmt = max(self.tflops, key=lambda f: self.tflops[f])  # only narrower formats exist
         return fmt, self.tflops[fmt]
 
 

@@ -109,15 +109,12 @@ def recipe_shape(recipe: Recipe, model: str | None = None) -> ModelShape:
     if model:
         return catalog_shape(model)
     config = checkpoint_config(recipe)
+    source_name = Path(recipe.source.split(":", 1)[-1]).name  # "embedded:NAME" or a folder
     if config.is_file():
-        name = recipe.source.split(":", 1)[-1] if recipe.source == EMBEDDED_SOURCE else ""
-        return ModelShape.from_config(
-            name or Path(recipe.source).name,
-            json.loads(config.read_text(encoding="utf-8")),
-            str(config),
-        )
+        data = json.loads(config.read_text(encoding="utf-8"))
+        return ModelShape.from_config(source_name, data, str(config))
     shapes = catalog_shapes()
-    labels = [recipe.name.lower(), Path(recipe.source.split(":", 1)[-1]).name.lower()]
+    labels = [recipe.name.lower(), source_name.lower()]
     for label in labels:
         key = _match(label, shapes)
         if key:
