@@ -3,15 +3,16 @@
 1. deploy the embedded model on free loopback ports with the engine's prefix cache off
    (the load profile reuses its prompts across steps; the planner models full prefills);
 2. one warm-up load test (a fresh server prefills slowly for its first requests);
-3. `edgectl plan --calibrate` (the engine in-process, the server idle);
+3. `edgectl plan --calibrate --name local-N` (the engine in-process, the server idle);
 4. the measured load test (`loadtest/profiles/plan-check.yaml`), a run the calibration
-   never saw;
-5. `edgectl plan --device local --against RUN_DIR`: predicted vs measured, with the error;
-6. stop the server (always).
+   never saw; 3-4 repeat ``--rounds`` times, so each comparison pairs measurements taken
+   minutes apart;
+5. stop the server (always);
+6. `edgectl plan --device local-N --against RUN_DIR`: predicted vs measured, with the error.
 
 The load average is printed at every phase: on a shared machine the numbers move with it.
 
-    .venv/bin/python benchmarks/plan_accuracy.py [--out DIR] [--profile PATH]
+    .venv/bin/python benchmarks/plan_accuracy.py [--out DIR] [--profile PATH] [--rounds N]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--profile", default="loadtest/profiles/plan-check.yaml")
+    parser.add_argument("--rounds", type=int, default=1, help="calibrate + measure, repeated")
     args = parser.parse_args()
     ports: set[int] = set()
     while len(ports) < 3:
@@ -57,16 +59,27 @@ def main() -> None:
         "--set", "engine.enable_kv_cache_reuse=false",
     ]  # fmt: skip
     run_dir = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-plan-accuracy"
+    measured = [run_dir / f"measured-{n}" for n in range(1, args.rounds + 1)]
     edgectl(settings, "deploy", "--local")
     try:
         edgectl(settings, "loadtest", "--profile", args.profile, "--out", str(run_dir / "warm-up"))
-        edgectl([], "plan", "--recipe", RECIPE, "--device", "cpu", "--calibrate")
-        edgectl(settings, "loadtest", "--profile", args.profile, "--out", str(run_dir / "measured"))
+        for n, out in enumerate(measured, 1):
+            edgectl(
+                [],
+                "plan",
+                "--recipe",
+                RECIPE,
+                "--device",
+                "cpu",
+                "--calibrate",
+                "--name",
+                f"local-{n}",
+            )
+            edgectl(settings, "loadtest", "--profile", args.profile, "--out", str(out))
     finally:
         edgectl(settings, "stop")
-    edgectl(
-        [], "plan", "--recipe", RECIPE, "--device", "local", "--against", str(run_dir / "measured")
-    )
+    for n, out in enumerate(measured, 1):
+        edgectl([], "plan", "--recipe", RECIPE, "--device", f"local-{n}", "--against", str(out))
     print(f"after: {load()}")
 
 

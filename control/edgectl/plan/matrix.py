@@ -211,6 +211,14 @@ def write_matrix(matrix: Matrix, out: Path) -> dict[str, Path]:
 
 
 def draw_png(matrix: Matrix, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = matrix_figure(matrix)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def matrix_figure(matrix: Matrix):
     """A grid of fixed-size cells with a fixed number of text lines, so labels cannot overlap."""
     import matplotlib
 
@@ -271,5 +279,4 @@ def draw_png(matrix: Matrix, path: Path) -> None:
                 linespacing=1.25,
                 weight="bold" if cell.best else "normal",
             )
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    return fig

@@ -71,3 +71,17 @@ def test_cell_text_has_a_fixed_number_of_lines(built: matrix.Matrix) -> None:
 def test_the_shipped_report_gives_quality_per_precision() -> None:
     losses, source = matrix.quality_by_precision(REPO_ROOT / "build/report/results/report.csv")
     assert source and losses["fp16"] < losses["int8_wo"] < losses["int4_awq"]
+
+
+def test_no_two_labels_in_the_png_overlap(built: matrix.Matrix) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = matrix.matrix_figure(built)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in fig.axes[0].texts]
+    assert len(boxes) == 1 + len(matrix.PRECISIONS) + 2 + 2 * len(matrix.PRECISIONS)
+    for i, first in enumerate(boxes):
+        for second in boxes[i + 1 :]:
+            assert not first.overlaps(second), (first, second)
+    plt.close(fig)
