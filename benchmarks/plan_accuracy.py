@@ -3,7 +3,8 @@
 1. deploy the embedded model on free loopback ports with the engine's prefix cache off
    (the load profile reuses its prompts across steps; the planner models full prefills);
 2. one warm-up load test (a fresh server prefills slowly for its first requests);
-3. `edgectl plan --calibrate --name local-N` (the engine in-process, the server idle);
+3. `edgectl plan --calibrate --through-server --name local-N` (short real generations
+   through the server: the engine as served);
 4. the measured load test (`loadtest/profiles/plan-check.yaml`), a run the calibration
    never saw; 3-4 repeat ``--rounds`` times, so each comparison pairs measurements taken
    minutes apart;
@@ -64,17 +65,15 @@ def main() -> None:
     try:
         edgectl(settings, "loadtest", "--profile", args.profile, "--out", str(run_dir / "warm-up"))
         for n, out in enumerate(measured, 1):
-            edgectl(
-                [],
-                "plan",
-                "--recipe",
-                RECIPE,
+            calibrate = [
                 "--device",
                 "cpu",
                 "--calibrate",
+                "--through-server",
                 "--name",
                 f"local-{n}",
-            )
+            ]
+            edgectl(settings, "plan", "--recipe", RECIPE, *calibrate)
             edgectl(settings, "loadtest", "--profile", args.profile, "--out", str(out))
     finally:
         edgectl(settings, "stop")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgectl.cli.context import progress
+from edgectl.cli.context import Context, pass_context, progress
 
 MATRIX_OUT = Path("plan-results")
 
@@ -93,8 +93,16 @@ MATRIX_OUT = Path("plan-results")
     show_default=True,
     help="Name --calibrate saves this machine under.",
 )
+@click.option(
+    "--through-server",
+    is_flag=True,
+    help="--calibrate times short real generations through the running local server "
+    "(the engine as served) instead of the engine in this process.",
+)
 @click.option("--list-devices", is_flag=True, help="List the device catalog and exit.")
+@pass_context
 def plan(
+    ctx: Context,
     recipe_path: Path | None,
     device: str | None,
     model: str | None,
@@ -113,6 +121,7 @@ def plan(
     calibrate: bool,
     against: Path | None,
     device_name: str,
+    through_server: bool,
     list_devices: bool,
 ) -> None:
     """Memory, speed, cost and energy of RECIPE on a device, from datasheet figures.
@@ -160,7 +169,10 @@ def plan(
     if calibrate:
         from edgectl.plan.calibrate import calibrate_here
 
-        device_name, device = calibrate_here(recipe, shape, device_name, progress)
+        client = ctx.client() if through_server else None
+        device_name, device = calibrate_here(
+            recipe, shape, device_name, progress, client, ctx.config.model.name
+        )
     else:
         if not device:
             raise click.UsageError("--device is required (or --matrix, --calibrate)")

@@ -11,6 +11,11 @@ What is measured (in well under a minute):
   cost (graph dispatch, sampling, streaming), not by bandwidth, so the engine's decode
   step is timed at two batch sizes and what the roofline does not explain becomes
   ``overheads.step_s`` (every step) and ``overheads.per_sequence_s`` (every sequence).
+  The engine is timed in this process, or, with a running server, through short real
+  generations of the served ensemble (``--through-server``): on a busy machine the two
+  differ (measured here: the in-process engine decoded ~2x slower than the served one,
+  interleaved, at load average ~10 on 2 cores; in-process, one OpenVINO thread beat
+  two, which points at thread synchronisation under contention).
 
 The device is written to the user's cache (``<cache>/plan/devices.yaml``) as ``local``.
 TDP and price cannot be measured on a VM: they are assumptions, labelled as such.
@@ -29,6 +34,7 @@ from pathlib import Path
 
 from edgectl.build.recipe import Recipe
 from edgectl.errors import EdgectlError
+from edgectl.loadtest.prompts import synthetic_prompt
 from edgectl.plan import catalog, memory, performance
 from edgectl.plan.catalog import Device, Efficiency, Overheads, Source
 from edgectl.plan.shapes import ModelShape
@@ -64,6 +70,12 @@ class Timings:
 
     def cancelled(self) -> bool:
         return False
+
+    @property
+    def step_s(self) -> float:
+        """Mean decode step: first to last token over the NEW_TOKENS - 1 steps between
+        (counted, not the chunks, which may merge tokens)."""
+        return (self.tokens[-1] - self.tokens[0]) / (NEW_TOKENS - 1)
 
 
 def measure_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
@@ -125,10 +137,40 @@ class EngineRun:
     step_s: dict[int, float]  # batch -> median decode step
 
 
+Submit = Callable[[str, Timings], None]  # start one request streaming into its Timings
+
+
+def time_requests(submit: Submit, encode, decode, progress: Callable[[str], None]) -> EngineRun:
+    """Warm up, then time fresh 128-token prompts: prefill alone, decode steps per batch."""
+    rng = random.Random(7)
+
+    def run(batch: int) -> list[Timings]:
+        timings = [Timings(time.monotonic()) for _ in range(batch)]
+        for timing in timings:
+            timing.start = time.monotonic()
+            submit(synthetic_prompt(encode, decode, PROMPT_TOKENS, rng), timing)
+        for timing in timings:
+            if not timing.done.wait(300) or timing.error or not timing.tokens:
+                raise EdgectlError(f"calibration request failed: {timing.error or 'no answer'}")
+        return timings
+
+    # A fresh pipeline runs its first few dozen requests several times slower (its kernels
+    # meet each new shape once), so warm it over the batches measured below.
+    progress(f"warming the engine up ({WARMUP_ROUNDS} rounds of {max(BATCHES)} requests)")
+    for _ in range(WARMUP_ROUNDS):
+        run(max(BATCHES))
+    singles = [t for _ in range(4) for t in run(1)]
+    steps = {1: statistics.median(t.step_s for t in singles)}
+    for batch in BATCHES[1:]:
+        progress(f"timing decode steps at batch {batch}")
+        steps[batch] = statistics.median(t.step_s for t in run(batch))
+    prefill = statistics.median(t.tokens[0] - t.start for t in singles)
+    return EngineRun(prefill_s=prefill, step_s=steps)
+
+
 def measure_engine(artifact: Path, progress: Callable[[str], None]) -> EngineRun:
-    """Time the real CPU engine: prefill of fresh prompts, decode steps at each batch."""
+    """Time the real CPU engine in this process (OpenVINO GenAI, prefix cache off)."""
     from edgectl.config import EngineConfig
-    from edgectl.loadtest.prompts import synthetic_prompt
     from edgectl.runtime.contract import SamplingParams
     from edgectl.runtime.engine import EngineLimits, EngineRequest
     from edgectl.runtime.manifest import read_manifest
@@ -141,7 +183,6 @@ def measure_engine(artifact: Path, progress: Callable[[str], None]) -> EngineRun
         )
     tokenizer = load_tokenizer(artifact)
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
-    rng = random.Random(7)
     unused = tokenizer.get_vocab_size() - 1
     defaults = EngineConfig()
     progress("loading the CPU engine")
@@ -158,48 +199,40 @@ def measure_engine(artifact: Path, progress: Callable[[str], None]) -> EngineRun
     )
     engine.start()
 
-    def run(batch: int) -> list[Timings]:
-        timings = []
-        for _ in range(batch):
-            prompt = encode(synthetic_prompt(encode, tokenizer.decode, PROMPT_TOKENS, rng))
-            timing = Timings(time.monotonic())
-            params = SamplingParams(max_new_tokens=NEW_TOKENS, end_id=unused, streaming=True)
-            engine.submit(EngineRequest(prompt, params, timing))
-            timings.append(timing)
-        for timing in timings:
-            if not timing.done.wait(120) or timing.error:
-                raise EdgectlError(f"calibration request failed: {timing.error or 'timed out'}")
-        return timings
+    def submit(text: str, timing: Timings) -> None:
+        params = SamplingParams(max_new_tokens=NEW_TOKENS, end_id=unused, streaming=True)
+        engine.submit(EngineRequest(encode(text), params, timing))
 
     try:
-        # A fresh pipeline runs its first few dozen requests several times slower (its
-        # kernels meet each new shape once), so warm it over the batches measured below.
-        progress(f"warming the engine up ({WARMUP_ROUNDS} rounds of {max(BATCHES)} requests)")
-        for _ in range(WARMUP_ROUNDS):
-            run(max(BATCHES))
-        run(1)
-        singles = [t for _ in range(4) for t in run(1)]
-        steps = {1: statistics.median(_gaps(singles))}
-        for batch in BATCHES[1:]:
-            progress(f"timing decode steps at batch {batch}")
-            steps[batch] = statistics.median(_gaps(run(batch), together=True))
-        prefill = statistics.median(t.tokens[0] - t.start for t in singles)
-        return EngineRun(prefill_s=prefill, step_s=steps)
+        return time_requests(submit, encode, tokenizer.decode, progress)
     finally:
         engine.shutdown()
 
 
-def _gaps(timings: list[Timings], together: bool = False) -> list[float]:
-    """Inter-token gaps; ``together``: only while every sequence is decoding."""
-    start = max(t.tokens[0] for t in timings) if together else 0.0
-    end = min(t.tokens[-1] for t in timings) if together else float("inf")
-    gaps = []
-    for t in timings:
-        stamps = [s for s in t.tokens if start <= s <= end]
-        gaps.extend(b - a for a, b in zip(stamps, stamps[1:], strict=False) if b > a)
-    if not gaps:
-        raise EdgectlError("calibration saw no decode steps; retry on a less busy machine")
-    return gaps
+def measure_server(client, model: str, artifact: Path, progress) -> EngineRun:
+    """Time short real generations through a running server (gRPC streaming, the ensemble):
+    the engine as it is served, with the server's own process and scheduling."""
+    from edgectl.client import GenerateRequest
+    from edgectl.runtime.openvino_engine import load_tokenizer
+
+    tokenizer = load_tokenizer(artifact)
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
+    unused = tokenizer.get_vocab_size() - 1
+
+    def stream(text: str, timing: Timings) -> None:
+        request = GenerateRequest(text, max_tokens=NEW_TOKENS, stream=True, end_id=unused)
+        try:
+            for _ in client.generate(model, request, "grpc"):
+                timing.tokens.append(time.monotonic())
+        except EdgectlError as err:
+            timing.fail(str(err))
+        timing.done.set()
+
+    def submit(text: str, timing: Timings) -> None:
+        threading.Thread(target=stream, args=(text, timing), daemon=True).start()
+
+    progress(f"timing the served engine through {model}")
+    return time_requests(submit, encode, tokenizer.decode, progress)
 
 
 def fit_device(
@@ -257,14 +290,25 @@ def fit_device(
 
 
 def calibrate_here(
-    recipe: Recipe, shape: ModelShape, name: str, progress: Callable[[str], None]
+    recipe: Recipe,
+    shape: ModelShape,
+    name: str,
+    progress: Callable[[str], None],
+    client=None,
+    model: str = "ensemble",
 ) -> tuple[str, Device]:
+    """Measure, fit, save. With ``client`` the decode timings come from that running server."""
     from edgectl.build.builder import artifact_dir
 
     started = time.monotonic()
     # The engine first: numpy's BLAS threads keep spinning for a while after a GEMM and
     # would steal the cores the engine's threads need.
-    run = measure_engine(artifact_dir(recipe), progress)
+    artifact = artifact_dir(recipe)
+    run = (
+        measure_server(client, model, artifact, progress)
+        if client
+        else measure_engine(artifact, progress)
+    )
     progress("measuring memory bandwidth")
     bandwidth = measure_bandwidth()
     progress("measuring numpy's f32 GEMM")

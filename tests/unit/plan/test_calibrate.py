@@ -123,3 +123,27 @@ def test_error_is_relative_to_the_measurement() -> None:
 def test_cache_sizes_reads_sysfs_without_failing() -> None:
     sizes = calibrate.cache_sizes()
     assert all(value > 0 for value in sizes.values())
+
+
+def test_time_requests_reads_prefill_and_steps_from_the_token_clock() -> None:
+    """A fake engine: 100 ms prefill, 10 ms steps alone, 20 ms steps at batch 8."""
+    calls = []
+
+    def submit(text: str, timing: calibrate.Timings) -> None:
+        calls.append(text)
+        warmup = calibrate.WARMUP_ROUNDS * max(calibrate.BATCHES)
+        step = 0.010 if len(calls) <= warmup + 4 else 0.020
+        first = timing.start + 0.100
+        timing.tokens = [first + i * step for i in range(calibrate.NEW_TOKENS)]
+        timing.done.set()
+
+    words = iter(range(10**6))
+    run = calibrate.time_requests(
+        submit,
+        lambda text: [1] * len(text.split()),
+        lambda ids: " ".join(f"w{next(words)}" for _ in ids),
+        lambda message: None,
+    )
+    assert run.prefill_s == pytest.approx(0.100)
+    assert run.step_s == {1: pytest.approx(0.010), 8: pytest.approx(0.020)}
+    assert len(set(calls)) == len(calls)  # every prompt is fresh: no prefix cache hits
