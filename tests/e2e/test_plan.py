@@ -126,9 +126,13 @@ def test_a_recipe_without_config_or_catalog_match(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_calibrate_against_a_real_load_test(live_server: LiveServer, tmp_path: Path) -> None:
-    """Load-test the real server, calibrate this machine, compare. Loose bounds: the
-    machine is shared; the README's table holds the measured errors."""
+@pytest.mark.parametrize("through_server", [False, True], ids=["in-process", "through-server"])
+def test_calibrate_against_a_real_load_test(
+    live_server: LiveServer, tmp_path: Path, through_server: bool
+) -> None:
+    """Load-test the real server, calibrate this machine (the engine in-process, or short
+    generations through the server), compare. Loose bounds: the machine is shared; the
+    README's table holds the measured errors."""
     profile = tmp_path / "profile.yaml"
     profile.write_text(
         yaml.safe_dump({
@@ -149,8 +153,10 @@ def test_calibrate_against_a_real_load_test(live_server: LiveServer, tmp_path: P
     cache = tmp_path / "cache"  # the calibrated device goes here, not into the user's cache
     (cache / "models").mkdir(parents=True)
     (cache / "models" / "smollm2-135m-int8").symlink_to(artifact)
+    ports = f"--set server.http_port={state.http_port} --set server.grpc_port={state.grpc_port}"
+    mode = "--through-server" if through_server else ""
     result = edgectl(
-        f"plan --recipe build/smollm2-135m-int8.yaml --device cpu --calibrate "
+        f"{ports} plan --recipe build/smollm2-135m-int8.yaml --device cpu --calibrate {mode} "
         f"--against {run_dir} --json",
         cache,
     )
