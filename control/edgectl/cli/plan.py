@@ -73,7 +73,7 @@ MATRIX_OUT = Path("plan-results")
     type=click.Path(path_type=Path, file_okay=False),
     default=MATRIX_OUT,
     show_default=True,
-    help="Where --matrix writes matrix.md and matrix.png.",
+    help="Where --matrix writes <recipe>-matrix.md and .png.",
 )
 @click.option(
     "--calibrate",
@@ -124,7 +124,7 @@ def plan(
     through_server: bool,
     list_devices: bool,
 ) -> None:
-    """Memory, speed, cost and energy of RECIPE on a device, from datasheet figures.
+    """Memory, speed, cost and energy of a --recipe on a --device, from datasheet figures.
 
     Weight and KV-cache bytes, the sequences that fit at --context and the TensorRT-LLM
     limits that follow, decode tok/s per sequence and aggregate (bandwidth-bound below

@@ -13,18 +13,12 @@ from edgectl.plan.shapes import catalog_shape
 def recipe(**fields) -> Recipe:
     """A TensorRT-LLM recipe; ``weights``, ``kv_cache``, ``group_size`` set its precision."""
     precision = {k: fields.pop(k) for k in ("weights", "kv_cache", "group_size") if k in fields}
-    calibration = (
-        {"mode": "static"}
-        if precision.get("weights", "") in ("int8_sq", "int4_awq", "int4_gptq")
-        or precision.get("kv_cache") == "int8"
-        else {}
-    )
     return Recipe.model_validate(
         {
             "name": "t",
             "targets": ["trtllm"],
             "precision": precision,
-            "calibration": calibration,
+            "calibration": {"mode": "static"},  # any format may then be data-aware
             **fields,
         }
     )
