@@ -147,8 +147,14 @@ def prefill_flops(work: Workload, prompt: int) -> float:
 
 
 def ttft_seconds(work: Workload, hw: Hardware, prompt: int, concurrency: int) -> float:
-    """A prompt's prefill, after waiting on average half a step of the running batch."""
+    """A prompt's prefill, behind half the other clients' prefills and half a running step.
+
+    At saturation closed-loop clients send their next prompt as soon as an answer ends,
+    and prefills (compute-bound) run one after another while the batch waits, so a new
+    prompt finds on average half of the other clients' prompts ahead of it.
+    """
+    prefill = prefill_seconds(work, hw, prompt)
     if concurrency <= 1:
-        return prefill_seconds(work, hw, prompt)
+        return prefill
     running = decode_step(work, hw, concurrency - 1, prompt).seconds
-    return prefill_seconds(work, hw, prompt) + running / 2
+    return prefill * (1 + (concurrency - 1) / 2) + running / 2

@@ -292,7 +292,8 @@ def make_plan(
             f"TTFT at concurrency {running}",
             ttft_c * 1e3,
             "ms",
-            "prefill + half a decode step of the running batch (in-flight batching)",
+            f"prefill x (1 + ({running} - 1) / 2) + half a decode step: a new prompt waits for "
+            "half the other clients' prefills (they run one at a time) and the running step",
         )
     )
     q(

@@ -73,3 +73,11 @@ def test_money_and_energy_by_hand() -> None:
     assert econ.wh_per_1k_tokens == pytest.approx(500 / 3600)
     # $48/day vs $0.001 a query (1k tokens at $0.001/1k) -> 48,000 queries/day
     assert econ.break_even_queries_per_day(0.001, 1000) == pytest.approx(48_000)
+
+
+def test_ttft_at_concurrency_queues_behind_half_the_other_prefills() -> None:
+    prefill = performance.prefill_seconds(WORK, HW, 128)
+    step = performance.decode_step(WORK, HW, 15, 128).seconds
+    assert performance.ttft_seconds(WORK, HW, 128, 16) == pytest.approx(
+        prefill * (1 + 15 / 2) + step / 2
+    )
