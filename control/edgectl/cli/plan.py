@@ -169,9 +169,10 @@ def plan(
     if calibrate:
         from edgectl.plan.calibrate import calibrate_here
 
-        client = ctx.client() if through_server else None
+        server = ctx.config.server
+        grpc_url = f"{server.host}:{server.grpc_port}" if through_server else None
         device_name, device = calibrate_here(
-            recipe, shape, device_name, progress, client, ctx.config.model.name
+            recipe, shape, device_name, progress, grpc_url, ctx.config.model.name
         )
     else:
         if not device:

@@ -23,6 +23,7 @@ TDP and price cannot be measured on a VM: they are assumptions, labelled as such
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import statistics
@@ -145,10 +146,11 @@ def time_requests(submit: Submit, encode, decode, progress: Callable[[str], None
     rng = random.Random(7)
 
     def run(batch: int) -> list[Timings]:
+        prompts = [synthetic_prompt(encode, decode, PROMPT_TOKENS, rng) for _ in range(batch)]
         timings = [Timings(time.monotonic()) for _ in range(batch)]
-        for timing in timings:
+        for prompt, timing in zip(prompts, timings, strict=True):
             timing.start = time.monotonic()
-            submit(synthetic_prompt(encode, decode, PROMPT_TOKENS, rng), timing)
+            submit(prompt, timing)
         for timing in timings:
             if not timing.done.wait(300) or timing.error or not timing.tokens:
                 raise EdgectlError(f"calibration request failed: {timing.error or 'no answer'}")
@@ -209,7 +211,44 @@ def measure_engine(artifact: Path, progress: Callable[[str], None]) -> EngineRun
         engine.shutdown()
 
 
-def measure_server(client, model: str, artifact: Path, progress) -> EngineRun:
+class _Stream:
+    """One gRPC stream to the served ensemble, opened once and reused, so a request's TTFT
+    holds no connection setup (as a load test's long-lived users see it)."""
+
+    def __init__(self, url: str, model: str) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.model = model
+        self.timing = Timings(0.0)
+        self.client = grpcclient.InferenceServerClient(url)
+        self.client.start_stream(callback=self._on_response)
+
+    def _on_response(self, result, error) -> None:
+        if error is not None:
+            self.timing.fail(error.message())
+            return
+        message = result.get_response()
+        if message.outputs:
+            self.timing.tokens.append(time.monotonic())
+        final = message.parameters.get("triton_final_response")
+        if final is not None and final.bool_param:
+            self.timing.done.set()
+
+    def send(self, inputs: dict, timing: Timings) -> None:
+        from edgectl.client import grpc_inputs
+
+        self.timing = timing
+        timing.start = time.monotonic()
+        self.client.async_stream_infer(
+            self.model, grpc_inputs(inputs), enable_empty_final_response=True
+        )
+
+    def close(self) -> None:
+        self.client.stop_stream()
+        self.client.close()
+
+
+def measure_server(grpc_url: str, model: str, artifact: Path, progress) -> EngineRun:
     """Time short real generations through a running server (gRPC streaming, the ensemble):
     the engine as it is served, with the server's own process and scheduling."""
     from edgectl.client import GenerateRequest
@@ -218,21 +257,19 @@ def measure_server(client, model: str, artifact: Path, progress) -> EngineRun:
     tokenizer = load_tokenizer(artifact)
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False).ids  # noqa: E731
     unused = tokenizer.get_vocab_size() - 1
-
-    def stream(text: str, timing: Timings) -> None:
-        request = GenerateRequest(text, max_tokens=NEW_TOKENS, stream=True, end_id=unused)
-        try:
-            for _ in client.generate(model, request, "grpc"):
-                timing.tokens.append(time.monotonic())
-        except EdgectlError as err:
-            timing.fail(str(err))
-        timing.done.set()
+    progress(f"timing the served engine through {model} at {grpc_url}")
+    streams = [_Stream(grpc_url, model) for _ in range(max(BATCHES))]
+    turn = itertools.cycle(streams)  # a run of at most max(BATCHES) requests: one each
 
     def submit(text: str, timing: Timings) -> None:
-        threading.Thread(target=stream, args=(text, timing), daemon=True).start()
+        request = GenerateRequest(text, max_tokens=NEW_TOKENS, stream=True, end_id=unused)
+        next(turn).send(request.inputs(), timing)
 
-    progress(f"timing the served engine through {model}")
-    return time_requests(submit, encode, tokenizer.decode, progress)
+    try:
+        return time_requests(submit, encode, tokenizer.decode, progress)
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def fit_device(
@@ -294,10 +331,10 @@ def calibrate_here(
     shape: ModelShape,
     name: str,
     progress: Callable[[str], None],
-    client=None,
+    grpc_url: str | None = None,
     model: str = "ensemble",
 ) -> tuple[str, Device]:
-    """Measure, fit, save. With ``client`` the decode timings come from that running server."""
+    """Measure, fit, save. With ``grpc_url`` the engine timings come from that server."""
     from edgectl.build.builder import artifact_dir
 
     started = time.monotonic()
@@ -305,8 +342,8 @@ def calibrate_here(
     # would steal the cores the engine's threads need.
     artifact = artifact_dir(recipe)
     run = (
-        measure_server(client, model, artifact, progress)
-        if client
+        measure_server(grpc_url, model, artifact, progress)
+        if grpc_url
         else measure_engine(artifact, progress)
     )
     progress("measuring memory bandwidth")
