@@ -28,6 +28,7 @@ COMMANDS = {
     "generate": "edgectl.cli.generate",
     "loadtest": "edgectl.cli.loadtest",
     "timeslice": "edgectl.cli.timeslice",
+    "plan": "edgectl.cli.plan",
 }
 
 
