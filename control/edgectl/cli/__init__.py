@@ -29,6 +29,7 @@ COMMANDS = {
     "loadtest": "edgectl.cli.loadtest",
     "timeslice": "edgectl.cli.timeslice",
     "openai": "edgectl.cli.openai",
+    "plan": "edgectl.cli.plan",
 }
 
 

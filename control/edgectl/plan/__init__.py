@@ -1,0 +1,1 @@
+"""Hardware-aware sizing before buying a device: memory, speed, cost and energy of a recipe."""
