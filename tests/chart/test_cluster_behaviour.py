@@ -536,8 +536,9 @@ def test_gateway_runs_beside_triton_with_its_own_probes_and_port(rendered):
         "edgectl", "openai", "serve", "--host", "0.0.0.0", "--port", "9000",
         "--triton-grpc", "127.0.0.1:8001",
     ]  # fmt: skip
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert gateway[probe]["httpGet"] == {"path": "/health/ready", "port": "openai"}
+    # Liveness must not depend on Triton: a gateway waiting for models to load stays alive.
+    assert gateway["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "openai"}
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "openai"}
     assert gateway["ports"] == [{"name": "openai", "containerPort": 9000, "protocol": "TCP"}]
     assert gateway["securityContext"]["readOnlyRootFilesystem"] is True
     assert gateway["image"] == container(result, "triton")["image"]
