@@ -69,6 +69,10 @@ class EngineConfig(_Strict):
     preprocessing_instances: int = Field(1, ge=1, le=16)
     preprocessing_dynamic_batching: bool = True
     preprocessing_queue_delay_us: int = Field(100, ge=0)
+    # CPU engine, load-time: activations quantized per group of this size at run time
+    # (0 = off: float activations); KV-cache element type (None = the artifact's own).
+    dynamic_quantization_group_size: int = Field(32, ge=0, le=4096)
+    kv_cache_precision: Literal["u8", "f16", "f32"] | None = None
 
 
 class ModelConfig(_Strict):

@@ -101,6 +101,8 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         # tensorrt_llm-only knobs (GPU template): the recipe's serving defaults
         **trtllm_serving_values(TrtllmServing()),
         "max_tokens_in_paged_kv_cache": str(engine.max_num_seqs * max_seq),
+        "dynamic_quantization_group_size": str(engine.dynamic_quantization_group_size),
+        "kv_cache_precision": engine.kv_cache_precision or "",
     }
 
 

@@ -317,3 +317,36 @@ def test_a_recipe_key_added_later_does_not_rebuild_old_artifacts(tiny_gguf: Path
     del recorded["cpu"]["gguf_q4_1"]  # an artifact built before the key existed
     assert _same_recipe(recorded, recipe)
     assert not _same_recipe(recorded, native_recipe(tiny_gguf, "rounded"))
+
+
+# -- served by the engine's pipeline ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("group", "kv"), [(None, None), (0, "f16"), (32, "u8"), (0, "f32")], ids=str
+)
+def test_the_engine_pipeline_serves_it_with_each_setting(artifacts, group, kv) -> None:
+    """The CPU engine's ContinuousBatchingPipeline loads the artifact with each load-time
+    setting and generates (greedy: the same tokens with f32 and f16 KV)."""
+    import openvino as ov
+    import openvino_genai as og
+
+    from edgectl.runtime.openvino_engine import (
+        SchedulerSettings,
+        create_pipeline,
+        plugin_properties,
+    )
+
+    settings = SchedulerSettings(
+        dynamic_quantization_group_size=group, kv_cache_precision=kv, num_kv_blocks=16
+    )
+    properties = plugin_properties(settings)
+    assert properties.get("DYNAMIC_QUANTIZATION_GROUP_SIZE") == group
+    assert properties.get("KV_CACHE_PRECISION") == kv
+    pipeline = create_pipeline(artifacts["exact"], settings)
+    config = og.GenerationConfig()
+    config.max_new_tokens = 8
+    config.ignore_eos = True
+    prompt = ov.Tensor(np.array([[256, 72, 101, 108, 108, 111]], dtype=np.int64))
+    (result,) = pipeline.generate([prompt], [config])
+    assert len(result.m_generation_ids[0]) == 8

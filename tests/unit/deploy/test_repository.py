@@ -310,3 +310,16 @@ def test_preprocessing_dynamic_batching_can_be_switched_off(tmp_path: Path, enab
     assert config.HasField("dynamic_batching") is enabled
     if enabled:
         assert config.dynamic_batching.max_queue_delay_microseconds == 250
+
+
+def test_cpu_engine_gets_activation_quantization_and_kv_precision(tmp_path: Path) -> None:
+    defaults = parameters(load_configs(render(tmp_path / "a", served()))["tensorrt_llm"])
+    assert defaults["dynamic_quantization_group_size"] == "32"
+    assert defaults["kv_cache_precision"] == ""  # the artifact's own
+    engine = ENGINE.model_copy(
+        update={"dynamic_quantization_group_size": 0, "kv_cache_precision": "u8"}
+    )
+    params = parameters(
+        load_configs(render(tmp_path / "b", served(), engine=engine))["tensorrt_llm"]
+    )
+    assert (params["dynamic_quantization_group_size"], params["kv_cache_precision"]) == ("0", "u8")
