@@ -81,9 +81,9 @@ def _weight_constant(output) -> str | None:
     return node.get_friendly_name()
 
 
-def served_linears(model_xml: Path) -> dict[str, np.ndarray]:
-    """Each linear layer of the IR as the CPU plugin runs it, applied to an identity:
-    returns the [out, in] weights it multiplies by (the minimum term included)."""
+def served_linears(model_xml: Path, only: set[str] | None = None) -> dict[str, np.ndarray]:
+    """Each linear layer of the IR (or those named in ``only``) as the CPU plugin runs it,
+    applied to an identity: the [out, in] weights it multiplies by (minimum term included)."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -94,6 +94,8 @@ def served_linears(model_xml: Path) -> dict[str, np.ndarray]:
             continue
         name = _weight_constant(matmul.input_value(1))
         if name is None or not name.startswith("self.") or name.endswith("/minimum"):
+            continue
+        if only is not None and matmul.get_friendly_name() not in only:
             continue
         cols = matmul.input_value(1).get_partial_shape()[1].get_length()
         x = ops.parameter([cols, cols], ov.Type.f32)
@@ -234,6 +236,34 @@ def test_logits_match_the_float_export(artifacts, cache: Path) -> None:
         logits.append(compiled.create_infer_request().infer(inputs)["logits"].copy())
     assert np.allclose(logits[0], logits[1], rtol=1e-4, atol=1e-4)
     assert math.isfinite(float(logits[1].sum()))
+
+
+@pytest.mark.slow
+def test_the_embedded_model_is_served_bit_for_bit() -> None:
+    """SmolLM2's own Q4_1 GGUF (Q8_0 embedding tied to the head): sampled layers' served
+    weights equal transformers' de-quantization of the file, bit for bit."""
+    from safetensors.numpy import load_file
+
+    from edgectl.build.recipe import load_recipe
+    from tests.paths import REPO_ROOT
+
+    recipe = load_recipe(REPO_ROOT / "build" / "smollm2-135m-gguf-native.yaml")
+    artifact = build(recipe).artifact
+    checkpoint = source_checkpoint(recipe, lambda message: None)
+    weights: dict[str, np.ndarray] = {}
+    for path in checkpoint.glob("*.safetensors"):
+        weights.update(load_file(path))
+    roles = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.o_proj", "mlp.down_proj")
+    only = {
+        f"__module.model.layers.{i}.{role}/aten::linear/MatMul" for i in (0, 29) for role in roles
+    }
+    only.add("__module.lm_head/aten::linear/MatMul")
+    served = served_linears(artifact / "openvino_model.xml", only)
+    assert len(served) == len(only)
+    for name, values in served.items():
+        assert np.array_equal(values, weights[name]), name
+    record = json.loads((artifact / "quantization.json").read_text())
+    assert record["tensor_types"] == {"Q4_1": 210, "Q8_0": 1}
 
 
 # -- bad input ------------------------------------------------------------------------

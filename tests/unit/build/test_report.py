@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from edgectl.build.quality.report import (
     Measurement,
     chart_figure,
     generate_report,
+    kv_block_bytes,
     kv_bytes_per_token,
     make_rows,
     markdown_table,
@@ -164,10 +166,46 @@ def test_kv_cache_bytes_and_capacity_follow_the_element_type() -> None:
     assert kv_bytes_per_token(SMOLLM2 | {"num_attention_heads": 9}, "f32") == 46_080
     f16 = kv_bytes_per_token(SMOLLM2, "f16")
     u8 = kv_bytes_per_token(SMOLLM2, "u8")
-    assert (f16, u8) == (23_040, 2 * 30 * 3 * (64 + 8))
+    # u8: keys (32 + 8) x 64 bytes per block and head, values 64 + 8 bytes per token and head
+    assert (f16, u8) == (23_040, 30 * 3 * (40 * 64 + 32 * 72) // 32)
     # 128 MiB of 32-token blocks, 1024-token sequences (32 blocks each)
     assert sequences_in_budget(f16) == (128 * 2**20 // (f16 * 32)) // 32 == 5
-    assert sequences_in_budget(u8) == 10
+    assert sequences_in_budget(u8) == 9
+
+
+@pytest.fixture(scope="module")
+def tiny_ir(tiny_llama: Path, tmp_path_factory) -> Path:
+    """The tiny Llama's float IR, exported into a private cache."""
+    from edgectl.build.cpu import float_export
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGECTL_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return float_export(tiny_llama, lambda message: None)
+
+
+@pytest.mark.parametrize("precision", ["u8", "f16", "f32"])
+def test_kv_block_bytes_match_the_cpu_plugins_cache(
+    tiny_llama: Path, tiny_ir: Path, precision: str
+) -> None:
+    """The block size the report computes equals the cache tensors OpenVINO's CPU plugin asks
+    for once the model is in paged-attention form (as OpenVINO GenAI serves it)."""
+    import json
+
+    import openvino as ov
+    from openvino._offline_transformations import paged_attention_transformation
+
+    model = ov.Core().read_model(tiny_ir / "openvino_model.xml")
+    paged_attention_transformation(model, False, False)
+    config = {"KV_CACHE_PRECISION": precision, "INFERENCE_PRECISION_HINT": "f32"}
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    block = 0
+    for port in compiled.inputs:
+        if port.get_any_name().startswith(("key_cache.", "value_cache.")):
+            shape = port.get_partial_shape()
+            per_block = math.prod(shape[i].get_length() for i in range(1, shape.rank.get_length()))
+            block += per_block * port.get_element_type().size
+    shape = json.loads((tiny_llama / "config.json").read_text())
+    assert kv_block_bytes(shape, precision) == block
 
 
 def test_gguf_rows_have_their_own_target_and_label() -> None:

@@ -48,7 +48,8 @@ REPORT_TOOLS = ("openvino", "openvino-genai", "nncf", "optimum-intel", "transfor
 KV_BUDGET_BYTES = 128 * 2**20
 KV_SEQUENCE_TOKENS = 1024
 KV_BLOCK_TOKENS = 32  # the CPU plugin's paged-cache block
-# Bytes per cached element; u8 also stores an f32 scale and zero point per token and head.
+# Bytes per cached element. The CPU plugin's u8 cache also stores f32 scales and zero
+# points: keys per channel per block (8 extra rows of head_dim bytes), values per token.
 KV_ELEMENT_BYTES = {"f32": 4, "f16": 2, "u8": 1}
 KV_U8_EXTRA = 8
 
@@ -134,15 +135,25 @@ def serving_label(settings: EngineSettings, artifact_kv: str) -> str:
     return f"{activations}, KV {settings.kv_cache_precision or artifact_kv}"
 
 
-def kv_bytes_per_token(model_config: dict, precision: str) -> int:
-    """KV-cache bytes one token occupies: K and V of every layer and KV head."""
+def kv_block_bytes(model_config: dict, precision: str) -> int:
+    """Bytes of one 32-token KV-cache block: K and V of every layer and KV head."""
     heads = int(model_config.get("num_key_value_heads") or model_config["num_attention_heads"])
     head_dim = int(
         model_config.get("head_dim")
         or int(model_config["hidden_size"]) // int(model_config["num_attention_heads"])
     )
-    per_head = head_dim * KV_ELEMENT_BYTES[precision] + (KV_U8_EXTRA if precision == "u8" else 0)
-    return 2 * int(model_config["num_hidden_layers"]) * heads * per_head
+    element = KV_ELEMENT_BYTES[precision]
+    key = KV_BLOCK_TOKENS * head_dim * element
+    value = KV_BLOCK_TOKENS * head_dim * element
+    if precision == "u8":
+        key += KV_U8_EXTRA * head_dim
+        value += KV_BLOCK_TOKENS * KV_U8_EXTRA
+    return int(model_config["num_hidden_layers"]) * heads * (key + value)
+
+
+def kv_bytes_per_token(model_config: dict, precision: str) -> int:
+    """KV-cache bytes one token occupies (a block's bytes / its 32 tokens)."""
+    return kv_block_bytes(model_config, precision) // KV_BLOCK_TOKENS
 
 
 def sequences_in_budget(bytes_per_token: int) -> int:
@@ -408,7 +419,8 @@ def render_markdown(rows: list[Row], details: dict) -> str:
             "is the peak resident memory of a process running the engine's pipeline for that row",
             f"(Python and the OpenVINO libraries included; KV cache fixed at {KV_BLOCKS} blocks of",
             f"{KV_BLOCK_TOKENS} tokens). KV bytes/token are computed from the model's shape and",
-            "the cache's element type (u8 adds an f32 scale and zero point per token and head).",
+            "the CPU plugin's cache layout (u8 adds f32 scales and zero points: keys per channel",
+            "and block, values per token).",
             "",
         ]
     )
@@ -449,14 +461,20 @@ def artifact_kv_cache(artifact: Path) -> str:
     return "f16"
 
 
-def default_measure(artifact: Path, settings: EngineSettings, progress: Progress) -> Measurement:
-    """Bytes, KV bytes and perplexity (speed is measured for all rows together, afterwards)."""
+def default_measure(
+    artifact: Path,
+    settings: EngineSettings,
+    progress: Progress,
+    max_windows: int | None = None,
+) -> Measurement:
+    """Bytes, KV bytes and perplexity (speed is measured for all rows together, afterwards);
+    ``max_windows`` scores only the first windows of the held-out text (quicker runs)."""
     from edgectl.build.quality.perplexity import artifact_perplexity
 
     kv = settings.kv_cache_precision or artifact_kv_cache(artifact)
     label = serving_label(settings, kv)
     progress(f"perplexity of {artifact.name} [{label}] on build/data/heldout.txt")
-    ppl = artifact_perplexity(artifact, settings=settings)
+    ppl = artifact_perplexity(artifact, max_windows=max_windows, settings=settings)
     model_config = json.loads((artifact / "config.json").read_text(encoding="utf-8"))
     return Measurement(
         model_bytes=model_bytes(artifact),
