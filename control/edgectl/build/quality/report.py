@@ -571,8 +571,8 @@ def generate_report(
             "later tokens read the KV cache), OpenVINO CPU, f32 inference, the row's settings"
         ),
         "speed": (
-            f"median of {SPEED_ROUNDS} greedy runs of 128 new tokens per stream, 1 and 16 "
-            "concurrent streams, the engine's ContinuousBatchingPipeline with the row's "
+            f"median of {SPEED_ROUNDS} greedy runs (1 stream x 64 new tokens, 16 concurrent "
+            "streams x 32), the engine's ContinuousBatchingPipeline with the row's "
             "settings, one process per row and round; every row once per round, round-robin, "
             "so load from other jobs hits all rows alike"
         ),
