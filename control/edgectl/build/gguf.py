@@ -166,15 +166,14 @@ def read_tensors(path: Path, kinds: tuple[str, ...] = NATIVE_TYPES) -> dict[str,
         if kind not in kinds:
             unsupported.setdefault(kind, tensor.name)
             continue
-        cols, rows = (int(n) for n in tensor.shape[:2]) if len(tensor.shape) > 1 else (0, 0)
-        data = tensor.data
-        if len(tensor.shape) == 1:
-            rows, cols = 1, int(tensor.shape[0])
-        elif kind.startswith("Q"):
+        # GGUF lists dimensions innermost first: [cols] or [cols, rows]
+        cols, rows = int(tensor.shape[0]), int(tensor.shape[1]) if len(tensor.shape) > 1 else 1
+        data = tensor.data  # a norm vector stays as stored
+        if len(tensor.shape) > 1 and kind.startswith("Q"):
             if cols % BLOCK:
                 raise GgufError(f"{path}: {tensor.name} has {cols} columns, not whole blocks")
             data = data.reshape(rows, cols // BLOCK, -1)
-        else:
+        elif len(tensor.shape) > 1:
             data = data.reshape(rows, cols)
         if tensor.name.endswith("attn_q.weight"):
             data = _unpermute_rows(data, heads)
