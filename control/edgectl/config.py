@@ -76,6 +76,10 @@ class EngineConfig(_Strict):
     # and the requests each runs at once; the one decoupled engine batches them all.
     front_instances: int = Field(2, ge=1, le=64)
     front_max_concurrent: int = Field(16, ge=1, le=1024)
+    # CPU engine, load-time: activations quantized per group of this size at run time
+    # (0 = off: float activations); KV-cache element type (None = the artifact's own).
+    dynamic_quantization_group_size: int = Field(32, ge=0, le=4096)
+    kv_cache_precision: Literal["u8", "f16", "f32"] | None = None
 
 
 class ModelConfig(_Strict):

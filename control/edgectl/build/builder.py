@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgectl.build.output import library_output_to
-from edgectl.build.recipe import EMBEDDED_SOURCE, Recipe, check_against_model
-from edgectl.build.sources import embedded_gguf_path, hf_checkpoint_from_gguf
+from edgectl.build.recipe import EMBEDDED_SOURCE, GGUF_NATIVE, Recipe, check_against_model
+from edgectl.build.sources import hf_checkpoint_from_gguf, source_gguf
 from edgectl.config import cache_dir
 from edgectl.errors import EdgectlError
 from edgectl.progress import Progress
@@ -55,18 +55,37 @@ def artifact_dir(recipe: Recipe, out: Path | None = None) -> Path:
 
 
 def source_checkpoint(recipe: Recipe, progress: Progress) -> Path:
-    """The HF checkpoint a recipe starts from (the embedded one is converted once and cached)."""
-    if recipe.source != EMBEDDED_SOURCE:
+    """The HF checkpoint a recipe starts from; a GGUF is converted once and cached.
+
+    A GGUF source is validated first (readable, Llama-family), so a bad file fails with
+    its name and problem rather than inside the converter.
+    """
+    gguf_path = source_gguf(recipe.source)
+    if gguf_path is None:
         path = Path(recipe.source)
         if not (path / "config.json").is_file():
             raise EdgectlError(f"source: {path} is not a HF checkpoint directory (no config.json)")
         return path
-    target = cache_dir() / "checkpoints" / "smollm2-135m-instruct"
+    from edgectl.build.gguf import check_gguf
+
+    check_gguf(gguf_path)
+    if recipe.source == EMBEDDED_SOURCE:
+        target = cache_dir() / "checkpoints" / "smollm2-135m-instruct"
+    else:
+        key = sha256_file(gguf_path)[:16]
+        target = cache_dir() / "checkpoints" / f"{gguf_path.name.split('.', 1)[0]}-{key}"
     with _build_lock(target, progress):
         if not (target / "config.json").is_file():
-            progress("converting the embedded SmolLM2 GGUF to a HF checkpoint")
-            hf_checkpoint_from_gguf(embedded_gguf_path(), target, recipe.eos_token)
+            progress(f"converting {gguf_path.name} to a HF checkpoint (the graph, tokenizer)")
+            hf_checkpoint_from_gguf(gguf_path, target, recipe.eos_token)
     return target
+
+
+def _gguf_files(recipe: Recipe) -> list[Path]:
+    """The GGUF a gguf-native artifact's weights come from (hashed into its manifest)."""
+    if recipe.precision.weights != GGUF_NATIVE:
+        return []
+    return [source_gguf(recipe.source)]
 
 
 def _serving_ids(checkpoint: Path) -> ServingIds:
@@ -108,9 +127,18 @@ def _build_atomically(
         if target.is_dir() and not force:
             manifest = read_manifest(target)
             same_builder = manifest.builder_version == BUILDER_VERSION
-            if same_builder and manifest.recipe == recipe.model_dump():
+            if same_builder and _same_recipe(manifest.recipe, recipe):
                 return BuildResult(target, manifest, reused=True)
         return _build_unlocked(recipe, target, progress, produce)
+
+
+def _same_recipe(recorded: dict, recipe: Recipe) -> bool:
+    """Whether an artifact was built from ``recipe``: the recorded recipe is read with
+    today's schema, so keys added since (with their defaults) do not force a rebuild."""
+    try:
+        return Recipe.model_validate(recorded).model_dump() == recipe.model_dump()
+    except ValueError:
+        return False
 
 
 @contextlib.contextmanager
@@ -163,7 +191,8 @@ def _build_logged(
             source=SourceInfo(
                 checkpoint=str(checkpoint),
                 weights_sha256={
-                    p.name: sha256_file(p) for p in sorted(checkpoint.glob("*.safetensors"))
+                    p.name: sha256_file(p)
+                    for p in sorted(checkpoint.glob("*.safetensors")) + _gguf_files(recipe)
                 },
             ),
             serving=_serving_ids(checkpoint),
@@ -186,7 +215,7 @@ def build(
     def produce(checkpoint: Path, partial: Path, progress: Progress) -> dict:
         from edgectl.build.cpu import export_openvino
 
-        progress(f"exporting the {recipe.precision.weights} OpenVINO model (NNCF)")
+        progress(f"exporting the {recipe.precision.weights} OpenVINO model")
         quantization = export_openvino(recipe, checkpoint, partial, progress)
         return {
             "engine": "openvino_continuous_batching",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgectl.build.calibration import calibration_texts, tokenizer_spans
-from edgectl.build.recipe import DATA_AWARE, Recipe
+from edgectl.build.recipe import DATA_AWARE, GGUF_NATIVE, Recipe
 from edgectl.config import cache_dir
 from edgectl.progress import Progress
 from edgectl.runtime.manifest import tool_versions
@@ -227,6 +227,13 @@ def export_openvino(recipe: Recipe, checkpoint: Path, out: Path, progress: Progr
     import openvino as ov
 
     source = float_export(checkpoint, progress)
+    kv_cache = KV_CACHE_PRECISION[recipe.precision.kv_cache]
+    if recipe.precision.weights == GGUF_NATIVE:
+        from edgectl.build.gguf_native import export_gguf_native
+        from edgectl.build.sources import source_gguf
+
+        gguf_path = source_gguf(recipe.source)
+        return export_gguf_native(gguf_path, source, out, recipe.cpu.gguf_q4_1, kv_cache, progress)
     shutil.copytree(source, out)
     config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
     precisions, head = layer_precisions(recipe, int(config["num_hidden_layers"]))
@@ -251,8 +258,7 @@ def export_openvino(recipe: Recipe, checkpoint: Path, out: Path, progress: Progr
     if passes:
         float16 = {layer for layer, kind in precisions.items() if kind == "fp16"}
         _store_fp16(model, nodes, float16 | ({HEAD} if head == "fp16" else set()))
-    kv_cache = recipe.precision.kv_cache
-    model.set_rt_info(KV_CACHE_PRECISION[kv_cache], ["runtime_options", "KV_CACHE_PRECISION"])
+    model.set_rt_info(kv_cache, ["runtime_options", "KV_CACHE_PRECISION"])
     progress("saving the OpenVINO IR")
     staged = out / "staged_model.xml"
     ov.save_model(model, staged, compress_to_fp16=recipe.precision.weights != "fp32")
@@ -265,7 +271,7 @@ def export_openvino(recipe: Recipe, checkpoint: Path, out: Path, progress: Progr
         "sym": recipe.cpu.sym,
         "ratio": recipe.cpu.ratio,
         "scale_estimation": bool(recipe.cpu.scale_estimation and data is not None),
-        "kv_cache": KV_CACHE_PRECISION[kv_cache],
+        "kv_cache": kv_cache,
         "float_storage": "fp32" if recipe.precision.weights == "fp32" else "fp16",
         "calibration_samples": len(texts),
         "calibration_seq_len": recipe.calibration.seq_len if texts else None,

@@ -13,15 +13,19 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from edgectl.build.sources import GGUF_PREFIX
 from edgectl.build.trtllm import TRTLLM_IMAGE
 from edgectl.config import NAME_PATTERN, StrictModel, load_validated_yaml
 from edgectl.errors import EdgectlError
 from edgectl.resources import recipes_dir
 
 EMBEDDED_SOURCE = "embedded:smollm2-135m-instruct"
+GGUF_NATIVE = "gguf-native"  # serve a GGUF's own blocks (no re-quantization)
 BUILTIN_CALIBRATION = "builtin:calibration"
 
-WeightFormat = Literal["fp32", "fp16", "int8_wo", "int8_sq", "int4_wo", "int4_awq", "int4_gptq"]
+WeightFormat = Literal[
+    "fp32", "fp16", "int8_wo", "int8_sq", "int4_wo", "int4_awq", "int4_gptq", "gguf-native"
+]
 INT4_FORMATS = ("int4_wo", "int4_awq", "int4_gptq")
 # Methods whose result depends on activations: they need calibration text.
 DATA_AWARE = ("int8_sq", "int4_awq", "int4_gptq")
@@ -83,6 +87,8 @@ class CpuOptions(StrictModel):
     ratio: float = Field(1.0, gt=0, le=1)  # share of INT4 layers; the rest stay INT8
     scale_estimation: bool = True  # NNCF data-aware scale search for INT4
     sym: bool = False
+    # gguf-native: how Q4_1's float minimum is served (edgectl.build.gguf_native).
+    gguf_q4_1: Literal["exact", "rounded", "add"] = "exact"
 
 
 class TrtllmServing(StrictModel):
@@ -141,7 +147,8 @@ class TrtllmTarget(StrictModel):
 class Recipe(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
-    source: str = EMBEDDED_SOURCE  # or a HF Llama checkpoint directory (relative to the recipe)
+    # or gguf:PATH (a llama.cpp GGUF) or a HF Llama checkpoint directory (relative to the recipe)
+    source: str = EMBEDDED_SOURCE
     eos_token: str | None = None
     targets: list[Literal["cpu", "trtllm"]] = Field(["cpu"], min_length=1)
     precision: Precision = Precision()
@@ -166,9 +173,27 @@ class Recipe(StrictModel):
             raise ValueError("precision.kv_cache int8 needs calibration.mode static (KV scales)")
         if self.precision.act_order and weights != "int4_gptq":
             raise ValueError("precision.act_order applies to int4_gptq only")
+        if GGUF_NATIVE in formats:
+            self._check_gguf_native()
         if "trtllm" in self.targets:
             self._check_trtllm(formats)
         return self
+
+    def _check_gguf_native(self) -> None:
+        if self.precision.weights != GGUF_NATIVE or self.mixed_precision is not None:
+            raise ValueError("gguf-native serves the whole GGUF as it is: no mixed_precision")
+        if not (self.source == EMBEDDED_SOURCE or self.source.startswith(GGUF_PREFIX)):
+            raise ValueError(
+                f"precision.weights gguf-native needs a GGUF source (gguf:PATH or "
+                f"{EMBEDDED_SOURCE}), not {self.source!r}"
+            )
+        if "trtllm" in self.targets:
+            raise ValueError(
+                "precision.weights gguf-native: TensorRT-LLM has no way to serve GGUF blocks "
+                "as they are; build it for targets: [cpu], or pick an int8/int4 format for trtllm"
+            )
+        if self.calibration.mode != "none":
+            raise ValueError("precision.weights gguf-native copies the GGUF: calibration: none")
 
     def _check_trtllm(self, formats: set[str]) -> None:
         if self.trtllm.runtime == "llmapi" and formats - {"fp16", "fp32"}:
@@ -268,7 +293,9 @@ def load_recipe(path: Path) -> Recipe:
     path = find_recipe(path)
     recipe = load_validated_yaml(path, Recipe, "recipe")
     base = Path(path).parent
-    if recipe.source != EMBEDDED_SOURCE:
+    if recipe.source.startswith(GGUF_PREFIX):
+        recipe.source = GGUF_PREFIX + str(_resolve(base, recipe.source[len(GGUF_PREFIX) :]))
+    elif recipe.source != EMBEDDED_SOURCE:
         recipe.source = str(_resolve(base, recipe.source))
     if recipe.calibration.dataset != BUILTIN_CALIBRATION:
         dataset = _resolve(base, recipe.calibration.dataset)

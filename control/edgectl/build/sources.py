@@ -16,15 +16,27 @@ from edgectl.errors import EdgectlError
 from edgectl.staging import staged_directory
 
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_PREFIX = "gguf:"
 # llama.cpp pre-tokenizers whose rule is "digits one by one, then GPT-2's regex".
 _DIGIT_SPLIT_PRE = {"smollm", "starcoder", "refact", "codeshell"}
 
 
 def model_label(source: str) -> str:
-    """A reader's name for a recipe's source: the embedded model's name, else the folder's."""
+    """A reader's name for a recipe's source: the embedded model's name, else the file's."""
     if source.startswith("embedded:"):
         return EMBEDDED_GGUF.split(".", 1)[0]
+    if source.startswith(GGUF_PREFIX):
+        return Path(source[len(GGUF_PREFIX) :]).name.split(".", 1)[0]
     return Path(source).name
+
+
+def source_gguf(source: str) -> Path | None:
+    """The GGUF file behind a recipe's source (embedded or gguf:PATH); None for HF folders."""
+    if source.startswith("embedded:"):
+        return embedded_gguf_path()
+    if source.startswith(GGUF_PREFIX):
+        return Path(source[len(GGUF_PREFIX) :])
+    return None
 
 
 def embedded_gguf_path() -> Path:

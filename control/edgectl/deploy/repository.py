@@ -110,6 +110,8 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         **trtllm_serving_values(TrtllmServing()),
         "max_tokens_in_paged_kv_cache": str(engine.max_num_seqs * max_seq),
         "max_beam_width": "1",  # a TensorRT-LLM build overrides it with the engine's own
+        "dynamic_quantization_group_size": str(engine.dynamic_quantization_group_size),
+        "kv_cache_precision": engine.kv_cache_precision or "",
     }
 
 

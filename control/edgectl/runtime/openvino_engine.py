@@ -28,6 +28,12 @@ class SchedulerSettings:
     enable_prefix_caching: bool = True
     dynamic_split_fuse: bool = True
     inference_precision: str = "f32"
+    # CPU dynamic activation quantization group (0 = off; None = the plugin's default, 32).
+    dynamic_quantization_group_size: int | None = None
+    # KV-cache element type: u8, f16 or f32 (None = the artifact's own, from its recipe).
+    kv_cache_precision: str | None = None
+    # A fixed KV cache of this many blocks instead of kv_cache_gb (capacity measurements).
+    num_kv_blocks: int | None = None
 
 
 REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "tokenizer.json")
@@ -100,14 +106,23 @@ def create_pipeline(model_dir: Path, settings: SchedulerSettings):
     scheduler.max_num_seqs = settings.max_num_seqs
     scheduler.max_num_batched_tokens = settings.max_num_batched_tokens
     scheduler.cache_size = kv_cache_whole_gb(settings.kv_cache_gb)
+    if settings.num_kv_blocks is not None:
+        scheduler.cache_size = 0
+        scheduler.num_kv_blocks = settings.num_kv_blocks
     scheduler.enable_prefix_caching = settings.enable_prefix_caching
     scheduler.dynamic_split_fuse = settings.dynamic_split_fuse
-    return og.ContinuousBatchingPipeline(
-        str(model_dir),
-        scheduler,
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": settings.inference_precision},
-    )
+    properties = plugin_properties(settings)
+    return og.ContinuousBatchingPipeline(str(model_dir), scheduler, "CPU", properties)
+
+
+def plugin_properties(settings: SchedulerSettings) -> dict[str, object]:
+    """The CPU plugin's load-time settings; unset ones keep the plugin's/artifact's own."""
+    properties: dict[str, object] = {"INFERENCE_PRECISION_HINT": settings.inference_precision}
+    if settings.dynamic_quantization_group_size is not None:
+        properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = settings.dynamic_quantization_group_size
+    if settings.kv_cache_precision:
+        properties["KV_CACHE_PRECISION"] = settings.kv_cache_precision
+    return properties
 
 
 def build_engine(

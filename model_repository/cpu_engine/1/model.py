@@ -93,6 +93,8 @@ class TritonPythonModel:
             max_num_batched_tokens=int(params["max_num_batched_tokens"]),
             kv_cache_gb=float(params["kv_cache_gb"]),
             enable_prefix_caching=parse_bool(params["enable_prefix_caching"]),
+            dynamic_quantization_group_size=int(params.get("dynamic_quantization_group_size", 32)),
+            kv_cache_precision=params.get("kv_cache_precision") or None,
         )
         labels = {"model": self.model_name}
         self.metrics = MetricTable(pb_utils, ENGINE_PREFIX, ENGINE_COUNTERS, ENGINE_GAUGES, labels)

@@ -92,3 +92,23 @@ def test_speeds_are_measured_round_robin_and_take_the_median():
     speeds = interleaved_speeds([Path("a"), Path("b")], rounds=3, rate=rate)
     assert calls == ["a", "b", "a", "b", "a", "b"]  # load spikes hit both alike
     assert speeds == [20.0, 3.0]
+
+
+def test_peak_rss_is_the_childs_own_not_its_parents() -> None:
+    """A serving probe's peak memory must not inherit the (large) report process's peak."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from edgectl.build.quality.serving_probe import peak_rss_bytes
+
+    ballast = np.ones(300 * 2**20 // 8)  # 300 MiB resident in this process
+    assert peak_rss_bytes() > ballast.nbytes
+    code = "from edgectl.build.quality.serving_probe import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert 0 < child < ballast.nbytes

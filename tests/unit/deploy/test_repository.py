@@ -340,3 +340,16 @@ def test_gpu_engine_step_follows_decoupled_mode(tmp_path, decoupled):
 def test_gpu_engine_step_takes_the_engines_beam_width(tmp_path):
     repo = render_repository([served("trtllm")], ENGINE, tmp_path / "repo", {"max_beam_width": "4"})
     assert parameters(load_configs(repo)["tensorrt_llm"])["max_beam_width"] == "4"
+
+
+def test_cpu_engine_gets_activation_quantization_and_kv_precision(tmp_path: Path) -> None:
+    defaults = parameters(load_configs(render(tmp_path / "a", served()))["tensorrt_llm"])
+    assert defaults["dynamic_quantization_group_size"] == "32"
+    assert defaults["kv_cache_precision"] == ""  # the artifact's own
+    engine = ENGINE.model_copy(
+        update={"dynamic_quantization_group_size": 0, "kv_cache_precision": "u8"}
+    )
+    params = parameters(
+        load_configs(render(tmp_path / "b", served(), engine=engine))["tensorrt_llm"]
+    )
+    assert (params["dynamic_quantization_group_size"], params["kv_cache_precision"]) == ("0", "u8")
