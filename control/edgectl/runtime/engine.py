@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from edgectl.runtime.cancel_board import CancelBoard
 from edgectl.runtime.contract import InvalidRequest, SamplingParams
 from edgectl.runtime.detokenize import AnchoredDecoder, StreamHoldback
+from edgectl.runtime.speculative import Speculation
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,10 @@ class ContinuousBatchingEngine:
         cancel_board: CancelBoard | None = None,
         clock: Callable[[], float] = time.monotonic,
         device_gate: DeviceGate | None = None,
+        speculation: Speculation | None = None,
     ) -> None:
         self._pipe = pipeline
+        self.speculation = speculation
         self._decoder = decoder
         self._limits = limits
         self._default_end_id = default_end_id
@@ -302,6 +305,8 @@ class ContinuousBatchingEngine:
             if params.top_k > 0:
                 config.top_k = params.top_k
             config.rng_seed = params.seed if params.seed is not None else secrets.randbits(31)
+        if self.speculation is not None:
+            self.speculation.configure(config)
         return config, end_id
 
     def _step(self) -> None:
@@ -329,6 +334,12 @@ class ContinuousBatchingEngine:
         finished = False
         while handle.can_read() and not finished:
             for output in handle.read().values():
+                if self.speculation is not None:
+                    self.speculation.record(
+                        len(item.generated),
+                        len(output.generated_ids),
+                        item.request.params.max_new_tokens,
+                    )
                 for token in output.generated_ids:
                     finished = self._append(item, int(token))
                     if finished:

@@ -28,6 +28,16 @@ ENGINE_GAUGES = {
     "kv_cache_usage": "Fraction of the paged KV cache in use",
 }
 
+# Speculative decoding (edgectl.runtime.speculative), TensorRT-LLM's names; only
+# published by a pipeline built with a speculative mode.
+SPECULATIVE_COUNTERS = {
+    "total_draft_tokens": "Draft token positions the target verified (K per decoding step)",
+    "total_accepted_draft_tokens": "Draft tokens the target accepted",
+}
+SPECULATIVE_GAUGES = {
+    "acceptance_rate": "total_accepted_draft_tokens / total_draft_tokens since load",
+}
+
 # Co-resident time-slicing (edgectl.runtime.slots): achieved share per model is
 # rate(edgectl_timeslice_device_seconds_total) over its sum across models.
 SLOT_PREFIX = "edgectl_timeslice"

@@ -16,6 +16,7 @@ from edgectl.runtime.engine import (
     EngineStats,
 )
 from edgectl.runtime.manifest import MANIFEST, read_manifest
+from edgectl.runtime.speculative import Speculation, SpeculativeSettings, pipeline_properties
 
 
 @dataclass
@@ -28,6 +29,9 @@ class SchedulerSettings:
     enable_prefix_caching: bool = True
     dynamic_split_fuse: bool = True
     inference_precision: str = "f32"
+    # Faster INT8 matmuls on CPU, but a many-token pass then rounds differently from a
+    # one-token pass; speculative modes turn it off (see runtime.speculative).
+    dynamic_quantization: bool = True
 
 
 REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "tokenizer.json")
@@ -92,7 +96,11 @@ def kv_cache_whole_gb(kv_cache_gb: float) -> int:
     return max(1, int(round(kv_cache_gb)))
 
 
-def create_pipeline(model_dir: Path, settings: SchedulerSettings):
+def create_pipeline(
+    model_dir: Path,
+    settings: SchedulerSettings,
+    speculative: SpeculativeSettings | None = None,
+):
     """OpenVINO GenAI's continuous-batching pipeline for ``model_dir`` on the CPU."""
     import openvino_genai as og
 
@@ -102,12 +110,12 @@ def create_pipeline(model_dir: Path, settings: SchedulerSettings):
     scheduler.cache_size = kv_cache_whole_gb(settings.kv_cache_gb)
     scheduler.enable_prefix_caching = settings.enable_prefix_caching
     scheduler.dynamic_split_fuse = settings.dynamic_split_fuse
-    return og.ContinuousBatchingPipeline(
-        str(model_dir),
-        scheduler,
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": settings.inference_precision},
-    )
+    properties = {"INFERENCE_PRECISION_HINT": settings.inference_precision}
+    if not settings.dynamic_quantization:
+        properties["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = "0"
+    if speculative is not None:
+        properties |= pipeline_properties(speculative, model_dir, settings.inference_precision)
+    return og.ContinuousBatchingPipeline(str(model_dir), scheduler, "CPU", properties)
 
 
 def build_engine(
@@ -118,6 +126,7 @@ def build_engine(
     stats_hook: Callable[[EngineStats], None] | None = None,
     cancel_board: CancelBoard | None = None,
     device_gate: DeviceGate | None = None,
+    speculative: SpeculativeSettings | None = None,
 ) -> ContinuousBatchingEngine:
     """Load the OpenVINO model in ``model_dir`` and wrap it in the engine loop (not started)."""
     check_artifact(model_dir)
@@ -127,7 +136,8 @@ def build_engine(
     import openvino as ov
     import openvino_genai as og
 
-    pipeline = create_pipeline(model_dir, settings)
+    pipeline = create_pipeline(model_dir, settings, speculative)
+    speculating = speculative is not None and speculative.enabled
     return ContinuousBatchingEngine(
         pipeline,
         anchored_decoder(model_dir),
@@ -138,4 +148,5 @@ def build_engine(
         stats_hook=stats_hook,
         cancel_board=cancel_board,
         device_gate=device_gate,
+        speculation=Speculation(speculative) if speculating else None,
     )

@@ -27,10 +27,13 @@ from edgectl.runtime.metrics import (
     SLOT_COUNTERS,
     SLOT_GAUGES,
     SLOT_PREFIX,
+    SPECULATIVE_COUNTERS,
+    SPECULATIVE_GAUGES,
     MetricTable,
 )
 from edgectl.runtime.openvino_engine import SchedulerSettings, build_engine
 from edgectl.runtime.slots import SlotGate
+from edgectl.runtime.speculative import SpeculativeSettings, refuse_unsupported
 from edgectl.runtime.triton_io import model_parameters, parse_bool, scalar
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -95,10 +98,15 @@ class TritonPythonModel:
             max_num_batched_tokens=int(params["max_num_batched_tokens"]),
             kv_cache_gb=float(params["kv_cache_gb"]),
             enable_prefix_caching=parse_bool(params["enable_prefix_caching"]),
+            dynamic_quantization=parse_bool(params.get("dynamic_quantization", "true")),
         )
+        self.speculative = SpeculativeSettings.from_parameters(params)
         labels = {"model": self.model_name}
         self.metrics = MetricTable(pb_utils, ENGINE_PREFIX, ENGINE_COUNTERS, ENGINE_GAUGES, labels)
         self.slot_metrics = MetricTable(pb_utils, SLOT_PREFIX, SLOT_COUNTERS, SLOT_GAUGES, labels)
+        self.spec_metrics = MetricTable(
+            pb_utils, ENGINE_PREFIX, SPECULATIVE_COUNTERS, SPECULATIVE_GAUGES, labels
+        )
         # Co-resident time-slicing: idle (one stat per step) until a policy names us.
         self.gate = (
             SlotGate(Path(params["timeslice_dir"]), self.model_name)
@@ -113,17 +121,22 @@ class TritonPythonModel:
             stats_hook=self._publish,
             cancel_board=CancelBoard(Path(params["cancel_dir"])),
             device_gate=self.gate,
+            speculative=self.speculative,
         )
         self.engine.start()
 
     def _publish(self, stats):
         self.metrics.publish(stats)
+        if self.engine.speculation is not None:
+            self.spec_metrics.publish(self.engine.speculation.stats)
         slots = self.gate.counters() if self.gate is not None else None
         if slots is not None:
             self.slot_metrics.publish(slots)
 
     def _params(self, request):
         beam_width = scalar(_input(request, "beam_width"), "beam_width", int, 1)
+        n = scalar(_input(request, "num_return_sequences"), "num_return_sequences", int, 1)
+        refuse_unsupported(self.speculative, beam_width, n)
         if beam_width != 1:
             raise InvalidRequest(f"beam_width must be 1 on the CPU engine, got {beam_width}")
         if decode_word_lists(_input(request, "bad_words_list")):
