@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgectl.errors import EdgectlError
 
@@ -52,6 +59,24 @@ class ServerConfig(_Strict):
     log_verbose: int = Field(0, ge=0, le=3)
 
 
+class SpeculativeConfig(_Strict):
+    """Speculative decoding in the CPU engine step, fixed when the pipeline is built."""
+
+    mode: Literal["none", "prompt_lookup", "draft"] = "none"
+    num_assistant_tokens: int = Field(5, ge=1, le=32)
+    max_ngram_size: int = Field(3, ge=1, le=16)
+    draft: Path | None = None  # a built CPU artifact with the target's tokenizer
+
+    @model_validator(mode="after")
+    def _draft_named(self) -> SpeculativeConfig:
+        if self.mode == "draft":
+            if self.draft is None:
+                raise ValueError("mode draft needs draft: the folder of a built CPU model")
+            if not (Path(self.draft).expanduser() / "openvino_model.xml").is_file():
+                raise ValueError(f"draft {self.draft} is not a built CPU model folder")
+        return self
+
+
 class EngineConfig(_Strict):
     """Limits and scheduler settings rendered into the model repository."""
 
@@ -69,6 +94,10 @@ class EngineConfig(_Strict):
     preprocessing_instances: int = Field(1, ge=1, le=16)
     preprocessing_dynamic_batching: bool = True
     preprocessing_queue_delay_us: int = Field(100, ge=0)
+    dynamic_quantization: bool = True
+    speculative: SpeculativeConfig = SpeculativeConfig()
+    rag_template: Literal["zero_shot", "few_shot"] = "zero_shot"
+    rag_reserve_tokens: int = Field(8, ge=0)
 
 
 class ModelConfig(_Strict):

@@ -80,6 +80,7 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         "postprocessing_cancel_input": (
             'input_map { key: "REQUEST_KEY" value: "_REQUEST_KEY" }' if forwards_cancel else ""
         ),
+        **rag_values(forwards_cancel),
         "max_batch_size": str(engine.max_batch_size),
         "max_input_len": str(engine.max_input_len),
         "max_output_len": str(engine.max_output_len),
@@ -101,6 +102,40 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         # tensorrt_llm-only knobs (GPU template): the recipe's serving defaults
         **trtllm_serving_values(TrtllmServing()),
         "max_tokens_in_paged_kv_cache": str(engine.max_num_seqs * max_seq),
+        **speculative_values(engine),
+    }
+
+
+def rag_values(cpu_engine: bool) -> dict[str, str]:
+    """RAG drop counts: preprocessing -> CPU engine step -> ensemble outputs.
+
+    An ensemble output may only come from one decoupled origin, so the counts ride
+    through the engine step (only the CPU step echoes them; the GPU ensemble lacks them).
+    """
+    if not cpu_engine:
+        return {"rag_ensemble_outputs": "", "rag_engine_io": ""}
+    maps = []
+    for name in ("RAG_PASSAGES_DROPPED", "RAG_TOKENS_DROPPED"):
+        maps.append(f'input_map {{ key: "{name.lower()}" value: "_{name}" }}')
+        maps.append(f'output_map {{ key: "{name.lower()}" value: "{name.lower()}" }}')
+    outputs = "".join(
+        f',\n  {{ name: "{name}" data_type: TYPE_INT32 dims: [ 1 ] }}'
+        for name in ("rag_passages_dropped", "rag_tokens_dropped")
+    )
+    return {"rag_ensemble_outputs": outputs, "rag_engine_io": "\n      ".join(maps)}
+
+
+def speculative_values(engine: EngineConfig) -> dict[str, str]:
+    """Speculative decoding (CPU engine step) and RAG prompt (preprocessing) parameters."""
+    spec = engine.speculative
+    return {
+        "speculative_mode": spec.mode,
+        "num_assistant_tokens": str(spec.num_assistant_tokens),
+        "max_ngram_size": str(spec.max_ngram_size),
+        "draft_dir": str(Path(spec.draft).expanduser().resolve()) if spec.draft else "",
+        "dynamic_quantization": "true" if engine.dynamic_quantization else "false",
+        "rag_template": engine.rag_template,
+        "rag_reserve_tokens": str(engine.rag_reserve_tokens),
     }
 
 

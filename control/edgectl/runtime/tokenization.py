@@ -77,8 +77,12 @@ class Preprocessor:
         end_id: int | None = None,
         pad_id: int | None = None,
         apply_chat_template: bool = False,
+        prompt_ids: list[int] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Tensors for one request (without the batch dimension); raises InvalidRequest."""
+        """Tensors for one request (without the batch dimension); raises InvalidRequest.
+
+        ``prompt_ids`` replaces encoding ``query`` (a prompt built elsewhere, e.g. RAG).
+        """
         text = _as_text(query, "text_input")
         if not text.strip():
             raise InvalidRequest("text_input must not be empty")
@@ -94,7 +98,7 @@ class Preprocessor:
                 f"text_input is {len(text)} characters; the limit is "
                 f"max_input_len={limits.max_input_len} tokens"
             )
-        ids = self.encode_prompt(text, apply_chat_template)
+        ids = self.encode_prompt(text, apply_chat_template) if prompt_ids is None else prompt_ids
         if len(ids) > limits.max_input_len:
             raise InvalidRequest(
                 f"text_input is {len(ids)} tokens; "

@@ -52,11 +52,22 @@ def _input(request, name):
     return None if tensor is None else tensor.as_numpy()
 
 
+def _rag_counts(request):
+    """The RAG drop counts preprocessing computed, as this step's outputs (0 when absent)."""
+    tensors = []
+    for name in ("rag_passages_dropped", "rag_tokens_dropped"):
+        value = _input(request, name)
+        count = 0 if value is None else int(np.asarray(value).reshape(-1)[0])
+        tensors.append(pb_utils.Tensor(name, np.asarray([[count]], dtype=np.int32)))
+    return tensors
+
+
 class _SenderSink:
     """Delivers engine output as TensorRT-LLM-shaped responses: output_ids [1, beam, n]."""
 
-    def __init__(self, sender):
+    def __init__(self, sender, extras=()):
         self._sender = sender
+        self._extras = list(extras)  # echoed per-request tensors (RAG drop counts)
 
     def send(self, ids, final, key):
         output = np.asarray(ids, dtype=np.int32).reshape(1, 1, -1)
@@ -66,6 +77,7 @@ class _SenderSink:
                 pb_utils.Tensor("output_ids", output),
                 pb_utils.Tensor("sequence_length", length),
                 pb_utils.Tensor("request_key", np.asarray([[key]], dtype=np.uint64)),
+                *self._extras,
             ]
         )
         self._sender.send(response, flags=FINAL if final else 0)
@@ -177,7 +189,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         for request in requests:
-            sink = _SenderSink(request.get_response_sender())
+            sink = _SenderSink(request.get_response_sender(), _rag_counts(request))
             try:
                 engine_request = EngineRequest(self._prompt(request), self._params(request), sink)
             except InvalidRequest as err:
