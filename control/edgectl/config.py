@@ -98,6 +98,9 @@ class EngineConfig(_Strict):
     speculative: SpeculativeConfig = SpeculativeConfig()
     rag_template: Literal["zero_shot", "few_shot"] = "zero_shot"
     rag_reserve_tokens: int = Field(8, ge=0)
+    coalesce: bool = False  # on: identical greedy/seeded requests in flight share a sequence
+    response_cache_size: int = Field(0, ge=0, le=100_000)  # 0: off
+    response_cache_ttl_s: float = Field(60.0, gt=0)
 
 
 class ModelConfig(_Strict):

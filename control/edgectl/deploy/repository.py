@@ -102,7 +102,7 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         # tensorrt_llm-only knobs (GPU template): the recipe's serving defaults
         **trtllm_serving_values(TrtllmServing()),
         "max_tokens_in_paged_kv_cache": str(engine.max_num_seqs * max_seq),
-        **speculative_values(engine),
+        **cpu_step_values(engine),
     }
 
 
@@ -125,8 +125,8 @@ def rag_values(cpu_engine: bool) -> dict[str, str]:
     return {"rag_ensemble_outputs": outputs, "rag_engine_io": "\n      ".join(maps)}
 
 
-def speculative_values(engine: EngineConfig) -> dict[str, str]:
-    """Speculative decoding (CPU engine step) and RAG prompt (preprocessing) parameters."""
+def cpu_step_values(engine: EngineConfig) -> dict[str, str]:
+    """Speculative decoding, coalescing (CPU engine step) and RAG (preprocessing) values."""
     spec = engine.speculative
     return {
         "speculative_mode": spec.mode,
@@ -136,6 +136,9 @@ def speculative_values(engine: EngineConfig) -> dict[str, str]:
         "dynamic_quantization": "true" if engine.dynamic_quantization else "false",
         "rag_template": engine.rag_template,
         "rag_reserve_tokens": str(engine.rag_reserve_tokens),
+        "coalesce": "true" if engine.coalesce else "false",
+        "response_cache_size": str(engine.response_cache_size),
+        "response_cache_ttl_s": f"{engine.response_cache_ttl_s:g}",
     }
 
 

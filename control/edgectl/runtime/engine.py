@@ -47,6 +47,12 @@ class ResponseSink(Protocol):
     def cancelled(self) -> bool: ...
 
 
+def _shared_keys(sink: ResponseSink) -> set[int]:
+    """Cancellation keys of a sink shared by several clients (runtime.coalesce)."""
+    keys = getattr(sink, "cancel_keys", None)
+    return keys() if keys is not None else set()
+
+
 class DeviceGate(Protocol):
     """Shares the device with other engines (edgectl.runtime.slots.SlotGate)."""
 
@@ -323,6 +329,8 @@ class ContinuousBatchingEngine:
         now = self._clock()
         for item in self._active:
             self._drain(item)
+            if posted and hasattr(item.request.sink, "forget"):
+                item.request.sink.forget(posted)  # those clients of a shared sequence left
             if not item.done:
                 self._enforce_lifetime(item, now, check_cancel, item.key in posted)
         self._active = [item for item in self._active if not item.done]
@@ -385,7 +393,10 @@ class ContinuousBatchingEngine:
     def _posted_cancellations(self) -> set[int]:
         if self._cancel_board is None:
             return set()
-        return self._cancel_board.take({item.key for item in self._active})
+        keys = {item.key for item in self._active}
+        for item in self._active:
+            keys |= _shared_keys(item.request.sink)
+        return self._cancel_board.take(keys)
 
     def _enforce_lifetime(
         self, item: _Active, now: float, check_cancel: bool, posted: bool

@@ -38,6 +38,13 @@ SPECULATIVE_GAUGES = {
     "acceptance_rate": "total_accepted_draft_tokens / total_draft_tokens since load",
 }
 
+# Request coalescing and the response cache (edgectl.runtime.coalesce).
+COALESCE_COUNTERS = {
+    "coalesced_requests": "Requests served by an identical request's engine sequence",
+    "response_cache_hits": "Requests answered from the response cache",
+}
+COALESCE_GAUGES = {"response_cache_entries": "Responses held in the response cache"}
+
 # Co-resident time-slicing (edgectl.runtime.slots): achieved share per model is
 # rate(edgectl_timeslice_device_seconds_total) over its sum across models.
 SLOT_PREFIX = "edgectl_timeslice"

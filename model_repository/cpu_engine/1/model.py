@@ -11,6 +11,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from edgectl.runtime.cancel_board import CancelBoard
+from edgectl.runtime.coalesce import Coalescer
 from edgectl.runtime.contract import InvalidRequest, SamplingParams, decode_word_lists
 from edgectl.runtime.engine import (
     CANCELLED,
@@ -21,6 +22,8 @@ from edgectl.runtime.engine import (
     EngineRequest,
 )
 from edgectl.runtime.metrics import (
+    COALESCE_COUNTERS,
+    COALESCE_GAUGES,
     ENGINE_COUNTERS,
     ENGINE_GAUGES,
     ENGINE_PREFIX,
@@ -119,6 +122,9 @@ class TritonPythonModel:
         self.spec_metrics = MetricTable(
             pb_utils, ENGINE_PREFIX, SPECULATIVE_COUNTERS, SPECULATIVE_GAUGES, labels
         )
+        self.coalesce_metrics = MetricTable(
+            pb_utils, ENGINE_PREFIX, COALESCE_COUNTERS, COALESCE_GAUGES, labels
+        )
         # Co-resident time-slicing: idle (one stat per step) until a policy names us.
         self.gate = (
             SlotGate(Path(params["timeslice_dir"]), self.model_name)
@@ -136,6 +142,15 @@ class TritonPythonModel:
             speculative=self.speculative,
         )
         self.engine.start()
+        self.submit = self.engine.submit
+        self.coalescer = None
+        if parse_bool(params.get("coalesce", "false")):
+            self.coalescer = Coalescer(
+                self.engine.submit,
+                cache_size=int(params.get("response_cache_size", "0") or 0),
+                cache_ttl_s=float(params.get("response_cache_ttl_s", "60") or 60),
+            )
+            self.submit = self.coalescer.submit
 
     def _publish(self, stats):
         self.metrics.publish(stats)
@@ -195,7 +210,9 @@ class TritonPythonModel:
             except InvalidRequest as err:
                 sink.fail(str(err))
                 continue
-            self.engine.submit(engine_request)
+            self.submit(engine_request)
+        if self.coalescer is not None:  # its counters move here, in execute's thread
+            self.coalesce_metrics.publish(self.coalescer.stats)
         return None
 
     def finalize(self):
