@@ -130,6 +130,8 @@ def cpu_step_values(engine: EngineConfig) -> dict[str, str]:
     spec = engine.speculative
     return {
         "speculative_mode": spec.mode,
+        # GPU template: a draft engine hands the target its logits directly
+        "speculative_fast_logits": "true" if spec.mode == "draft" else "false",
         "num_assistant_tokens": str(spec.num_assistant_tokens),
         "max_ngram_size": str(spec.max_ngram_size),
         "draft_dir": str(Path(spec.draft).expanduser().resolve()) if spec.draft else "",
