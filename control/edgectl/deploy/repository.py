@@ -136,6 +136,7 @@ def cpu_step_values(engine: EngineConfig) -> dict[str, str]:
         "max_ngram_size": str(spec.max_ngram_size),
         "draft_dir": str(Path(spec.draft).expanduser().resolve()) if spec.draft else "",
         "dynamic_quantization": "true" if engine.dynamic_quantization else "false",
+        "inference_precision": engine.inference_precision,
         "rag_template": engine.rag_template,
         "rag_reserve_tokens": str(engine.rag_reserve_tokens),
         "coalesce": "true" if engine.coalesce else "false",

@@ -114,6 +114,7 @@ class TritonPythonModel:
             kv_cache_gb=float(params["kv_cache_gb"]),
             enable_prefix_caching=parse_bool(params["enable_prefix_caching"]),
             dynamic_quantization=parse_bool(params.get("dynamic_quantization", "true")),
+            inference_precision=params.get("inference_precision", "f32") or "f32",
         )
         self.speculative = SpeculativeSettings.from_parameters(params)
         labels = {"model": self.model_name}
