@@ -38,17 +38,17 @@ def prompt_of(tokenizer, length: int, salt: int) -> str:
     return tokenizer.decode(ids)
 
 
-def raw_pipeline_ms(artifact, texts: list[str], tokenizer) -> list[float]:
+def raw_pipeline_ms(pipe, texts: list[str], tokenizer) -> list[float]:
     import numpy as np
     import openvino as ov
     import openvino_genai as og
 
-    pipe = create_pipeline(artifact, SchedulerSettings())
     times = []
-    for index, text in enumerate(texts):
+    for index, text in enumerate(texts, start=pipe.requests_sent):
         ids = tokenizer.encode(text, add_special_tokens=False).ids
         config = og.GenerationConfig()
         config.max_new_tokens, config.eos_token_id = 1, UNUSED_END_ID
+        config.stop_token_ids = {UNUSED_END_ID}
         start = time.perf_counter()
         handle = pipe.add_request(index, ov.Tensor(np.asarray([ids], dtype=np.int64)), config)
         while not handle.can_read():
@@ -56,7 +56,18 @@ def raw_pipeline_ms(artifact, texts: list[str], tokenizer) -> list[float]:
         times.append((time.perf_counter() - start) * 1000)
         while pipe.has_non_finished_requests():
             pipe.step()
+    pipe.requests_sent += len(texts)
     return times
+
+
+class _Counted:
+    """The pipeline plus how many request ids it has used (ids must not repeat)."""
+
+    def __init__(self, pipe) -> None:
+        self.pipe, self.requests_sent = pipe, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.pipe, name)
 
 
 def server_ms(server, texts: list[str]) -> tuple[list[float], dict[str, float]]:
@@ -96,8 +107,10 @@ def main() -> None:
     tokenizer = load_tokenizer(artifact)
     prompts = {n: [prompt_of(tokenizer, n, i) for i in range(args.requests)] for n in args.lengths}
     results: dict[str, dict] = {}
+    pipe = _Counted(create_pipeline(artifact, SchedulerSettings()))
+    raw_pipeline_ms(pipe, prompts[args.lengths[0]][:2], tokenizer)  # warm-up
     for length, texts in prompts.items():
-        raw = raw_pipeline_ms(artifact, texts, tokenizer)
+        raw = raw_pipeline_ms(pipe, texts, tokenizer)
         results[str(length)] = {"raw pipeline (prefill step)": statistics.median(raw)}
     with serve(artifact, 16) as server:
         server_ms(server, prompts[args.lengths[0]][:2])  # warm-up

@@ -76,13 +76,15 @@ class PromptText:
 
 
 @contextmanager
-def llama_server(gguf: Path, slots: int, ctx_per_slot: int = 1024) -> Iterator[str]:
+def llama_server(
+    gguf: Path, slots: int, threads: int = 2, extra: tuple[str, ...] = (), ctx_per_slot: int = 1024
+) -> Iterator[str]:
     (port,) = free_ports(1)
     log = (cache_dir() / f"llama-server-{gguf.stem}.log").open("w")
     process = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
         [str(binary("llama-server")), "-m", str(gguf), "--host", "127.0.0.1",
          "--port", str(port), "-np", str(slots), "-c", str(ctx_per_slot * slots),
-         "-t", "2", "--no-webui"],
+         "-t", str(threads), "--no-webui", *extra],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -132,6 +134,18 @@ def main() -> None:
     parser.add_argument("--rag-tokens", type=int, default=64)
     parser.add_argument("--free-tokens", type=int, default=128)
     parser.add_argument("--short", action="store_true", help="concurrency 1 and 4, 64 tokens")
+    parser.add_argument(
+        "--llama-threads",
+        type=int,
+        default=2,
+        help="llama-server -t; on a busy machine 1 is far faster (its threads spin at barriers)",
+    )
+    parser.add_argument(
+        "--llama-args",
+        default="",
+        help="more llama-server options, e.g. '--spec-type ngram-simple'",
+    )
+    parser.add_argument("--llama-only", action="store_true", help="skip our ensemble")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     if args.short:
@@ -156,13 +170,15 @@ def main() -> None:
                 phases.append((side, workload, phase))
                 print(side, workload, phase.summary(), flush=True)
 
-    with serve(artifact, top) as server:
-        measure("edgectl ensemble (OpenVINO INT8)", edgectl_stream(server.client))
+    if not args.llama_only:
+        with serve(artifact, top) as server:
+            measure("edgectl ensemble (OpenVINO INT8)", edgectl_stream(server.client))
     q4 = embedded_gguf_path()
     text_of = PromptText(artifact)
+    extra = tuple(args.llama_args.split())
     for label, gguf in (("llama.cpp Q4_1", q4), ("llama.cpp Q8_0", q8_gguf(q4))):
-        with llama_server(gguf, top) as url:
-            measure(label, llama_stream(url, text_of))
+        with llama_server(gguf, top, args.llama_threads, extra) as url:
+            measure(f"{label} {args.llama_args}".strip(), llama_stream(url, text_of))
     out = args.out / time.strftime("peer-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     rows = [{"side": s, "workload": w, **p.summary()} for s, w, p in phases]
@@ -175,6 +191,7 @@ def main() -> None:
 
 def table(rows: list[dict]) -> str:
     ours = {(r["workload"], r["concurrency"]): r for r in rows if r["side"].startswith("edgectl")}
+    ours = ours or {(r["workload"], r["concurrency"]): r for r in rows}  # --llama-only
     lines = [
         "| workload | concurrency | side | tok/s | TTFT p50 ms | TTFT p90 ms | ITL p50 ms "
         "| ours / this tok/s | this / ours TTFT p50 |",
