@@ -29,6 +29,7 @@ from edgectl.config import EdgectlConfig
 from edgectl.deploy.local import deploy_local
 from edgectl.deploy.server import LocalTriton
 from edgectl.runtime.contract import SamplingParams
+from edgectl.runtime.emission import Emission
 from edgectl.runtime.engine import EngineLimits, EngineRequest
 from edgectl.runtime.manifest import read_manifest
 from edgectl.runtime.openvino_engine import SchedulerSettings, build_engine, load_tokenizer
@@ -106,10 +107,10 @@ class _Sink:
         self.done = threading.Event()
         self.error: str | None = None
 
-    def send(self, ids: list[int], final: bool, key: int) -> None:
-        if ids and not self.timing.first:
+    def send(self, emission: Emission) -> None:
+        if emission.ids[0] and not self.timing.first:
             self.timing.first = time.monotonic()
-        if final:
+        if emission.final:
             self.timing.end = time.monotonic()
             self.done.set()
 

@@ -65,6 +65,10 @@ class GenerateRequest:
             "exclude_input_in_output": self.exclude_input_in_output,
         }
         values.update({k: v for k, v in optional.items() if v is not None})
+        if self.temperature and self.top_k is None and self.top_p is None:
+            # TensorRT-LLM decodes greedily unless top_k or top_p asks to sample;
+            # a temperature alone means "sample the whole distribution" here.
+            values["top_p"] = 1.0
         if self.stop_words:
             values["stop_words"] = list(self.stop_words)
         if self.rag_passages:

@@ -94,6 +94,13 @@ class EngineConfig(_Strict):
     preprocessing_instances: int = Field(1, ge=1, le=16)
     preprocessing_dynamic_batching: bool = True
     preprocessing_queue_delay_us: int = Field(100, ge=0)
+    # NVIDIA's decoupled_mode: true streams (gRPC streams, generate_stream); false answers
+    # gRPC ModelInfer and HTTP /infer with the whole result and refuses streaming.
+    decoupled: bool = True
+    # Unary mode (CPU engine): instances of the non-decoupled fronts (engine step, BLS)
+    # and the requests each runs at once; the one decoupled engine batches them all.
+    front_instances: int = Field(2, ge=1, le=64)
+    front_max_concurrent: int = Field(16, ge=1, le=1024)
     dynamic_quantization: bool = True
     speculative: SpeculativeConfig = SpeculativeConfig()
     rag_template: Literal["zero_shot", "few_shot"] = "zero_shot"

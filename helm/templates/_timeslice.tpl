@@ -5,7 +5,7 @@
 {{- define "edgectl.validateTimeslice" -}}
 {{- $policy := .timeslice.policy }}
 {{- if eq .profile "gpu" }}
-{{- fail "timeslice.enabled needs profile cpu: the tensorrtllm backend has no per-step hook, so nothing in a GPU pod would enforce the policy's shares (use MIG or MPS for hard GPU shares)" }}
+{{- fail "timeslice.enabled needs profile cpu: the tensorrtllm backend has no per-step hook, so nothing in a GPU pod would enforce the policy's shares (share GPUs at the device level instead: gpu.sharing timeSlicing or mig)" }}
 {{- end }}
 {{- if ne (default "auto" $policy.mode) "coresident" }}
 {{- fail (printf "timeslice.policy.mode must be coresident in the chart, got %s: the pod loads every model in triton.models at start and keeps them; swapping (mode swap, or auto over budget) needs the edgectl control plane (edgectl timeslice apply)" (default "auto" $policy.mode)) }}
@@ -59,7 +59,7 @@
   volumeMounts:
     - {name: tmp, mountPath: /tmp}
     - {name: model-root, mountPath: /models}
-    - {name: model-data, mountPath: /models/repository, subPath: repository, readOnly: true}
-    - {name: model-data, mountPath: /models/artifacts, subPath: artifacts, readOnly: true}
+    - {name: model-data, mountPath: /models/repository, subPath: {{ include "edgectl.storePrefix" . }}repository, readOnly: true}
+    - {name: model-data, mountPath: /models/artifacts, subPath: {{ include "edgectl.storePrefix" . }}artifacts, readOnly: true}
     - {name: timeslice, mountPath: /etc/edgectl/timeslice, readOnly: true}
 {{- end }}

@@ -24,6 +24,8 @@ VARIANTS: dict[str, tuple[Path, ...]] = {
     "cpu-full": (CHART / "values-cpu.yaml", TEST_VALUES / "cpu-full.yaml"),
     "gpu-build": (CHART / "values-gpu.yaml", TEST_VALUES / "gpu-build.yaml"),
     "gpu-gcs": (CHART / "values-gpu.yaml", TEST_VALUES / "gpu-gcs.yaml"),
+    "gpu-timeslice": (CHART / "values-gpu.yaml", TEST_VALUES / "gpu-timeslice.yaml"),
+    "gpu-mig": (CHART / "values-gpu.yaml", TEST_VALUES / "gpu-mig.yaml"),
 }
 
 

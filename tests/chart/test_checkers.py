@@ -12,10 +12,13 @@ from tests.chart.helpers import CHART, VARIANTS, run
 # The oldest and newest Kubernetes versions the chart supports (Chart.yaml kubeVersion: >=1.25;
 # 1.37 is the newest schema set kubernetes-validate 1.37.0 bundles).
 KUBERNETES_VERSIONS = ["1.25.0", "1.37.0"]
-# Custom resources have no schema in kubernetes-validate's bundle.
-CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
-# Checkov findings the chart accepts, each skipped in templates/_helpers.tpl with its reason.
-ACCEPTED_FINDINGS = {"CKV_K8S_15", "CKV_K8S_40", "CKV_K8S_43"}
+# Custom resources have no schema in kubernetes-validate's bundle: test_cluster_behaviour.py
+# checks them against their CRD schemas (tests/chart/crds/).
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject"}
+# Checkov findings the chart accepts, each skipped in the templates with its reason
+# (CKV_K8S_35, secrets as environment variables: only the gateway's API key, by secretKeyRef).
+ACCEPTED_FINDINGS = {"CKV_K8S_15", "CKV_K8S_35", "CKV_K8S_40", "CKV_K8S_43"}
+EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -29,28 +32,29 @@ def test_helm_lint_strict(helm, variant):
 
 
 def test_rendered_variants_are_what_the_validators_see(rendered):
-    # cpu-full and gpu-build carry the CRDs; the others must not need them.
+    # cpu-full, gpu-build and gpu-timeslice carry the CRDs; the others must not need them.
     assert rendered["cpu-full"].kinds & CRD_KINDS == {"ServiceMonitor"}
     assert rendered["gpu-build"].kinds & CRD_KINDS == {"PodMonitor"}
+    assert rendered["gpu-timeslice"].kinds & CRD_KINDS == {"ServiceMonitor", "ScaledObject"}
     assert not rendered["cpu"].kinds & CRD_KINDS
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_kubernetes_validate_strict(kubernetes_validate, manifests_dir, rendered, version):
-    files = sorted(manifests_dir.glob("*.yaml"))
+    files = sorted(manifests_dir.glob("*.yaml")) + EXAMPLES
     result = run([kubernetes_validate, "--strict", "--kubernetes-version", version, *files])
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     passed = re.findall(r"passed for resource (\S+) against version", output)
-    expected = sum(
+    expected = len(EXAMPLES) + sum(
         1 for variant in rendered.values() for doc in variant.docs if doc["kind"] not in CRD_KINDS
     )
     assert len(passed) == expected, output
     for line in output.splitlines():
         if not line.startswith("INFO"):
-            assert re.search(r"Couldn't find schema for kind (ServiceMonitor|PodMonitor)", line), (
-                line
-            )
+            assert re.search(
+                r"Couldn't find schema for kind (ServiceMonitor|PodMonitor|ScaledObject)", line
+            ), line
 
 
 def test_checkov_finds_nothing_unexplained(checkov, manifests_dir):

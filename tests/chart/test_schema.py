@@ -53,7 +53,18 @@ SCHEMA_CASES = [
     ),
     ("timeslice.policy.memory_budget_mb=6000", "additional properties 'memory_budget_mb'"),
     ("triton.logVerbose=9", "at '/triton/logVerbose': maximum: got 9, want 3"),
-    ("autoscaling.targetAverageValue=half", "at '/autoscaling/targetAverageValue'"),
+    (
+        "autoscaling.kvCacheUsage.target=2",
+        "at '/autoscaling/kvCacheUsage/target': maximum: got 2, want 1",
+    ),
+    ("gpu.resource=amd.com/gpu", "at '/gpu/resource': 'amd.com/gpu' does not match"),
+    ("gpu.sharing=mps", "at '/gpu/sharing': value must be one of"),
+    ("networkPolicy.workloadIdentity=azure", "at '/networkPolicy/workloadIdentity'"),
+    ("openai.apiKeySecret.name=only-a-name", "at '/openai/apiKeySecret'"),
+    (
+        "autoscaling.prometheusAdapterRules[0].resources.overides.pod.resource=pod",
+        "at '/autoscaling/prometheusAdapterRules/0/resources': additional properties 'overides'",
+    ),
 ]
 
 JSON_CASES = [
@@ -81,9 +92,10 @@ JSON_CASES = [
 TEMPLATE_CASES = [
     (
         ["resources.limits.nvidia\\.com/gpu=2"],
-        "resources.limits must not set nvidia.com/gpu: it is gpu.tensorParallel x "
-        "gpu.pipelineParallel",
+        "resources.limits must not set nvidia.com/gpu: GPUs come from gpu.resource "
+        "(nvidia.com/gpu) x gpu.tensorParallel x gpu.pipelineParallel",
     ),
+    (["openai.port=8001"], "openai.port (8001) must differ from service.ports"),
     (
         ["service.ports.grpc=8000"],
         "service.ports http, grpc and metrics must differ, got 8000, 8000, 8002",
@@ -93,9 +105,8 @@ TEMPLATE_CASES = [
         "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (2)",
     ),
     (
-        ["autoscaling.enabled=true", "autoscaling.metricName=queue_ratio"],
-        "autoscaling.prometheusAdapterRule.name.as (triton_queue_compute_ratio) must equal "
-        "autoscaling.metricName (queue_ratio)",
+        ["autoscaling.enabled=true", "autoscaling.kvCacheUsage.metricName=kv_used"],
+        "no rule in autoscaling.prometheusAdapterRules serves kv_used",
     ),
     (
         ["metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"],

@@ -106,7 +106,7 @@ def test_the_board_init_container_runs_edgectl_on_the_mounted_policy(rendered):
     names = [container["name"] for container in spec["initContainers"]]
     assert names == ["fetch-model-store", "timeslice-board"]  # the store first
     board = spec["initContainers"][1]
-    (server,) = spec["containers"]
+    (server,) = [item for item in spec["containers"] if item["name"] == "triton"]
     assert board["image"] == server["image"]
     assert board["command"] == [
         "edgectl", "timeslice", "board", POD_POLICY, "--repository", "/models/repository"

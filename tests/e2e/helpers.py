@@ -24,7 +24,9 @@ def infer_input(name: str, value: Any) -> grpcclient.InferInput:
     return tensor
 
 
-def stream_infer(url: str, model: str, inputs: dict[str, Any], timeout: float = 60):
+def stream_infer(
+    url: str, model: str, inputs: dict[str, Any], timeout: float = 60, request_id: str = ""
+):
     """Send one request on a gRPC stream; return (responses, error) once it is final."""
     responses: queue.Queue = queue.Queue()
     client = grpcclient.InferenceServerClient(url)
@@ -33,6 +35,7 @@ def stream_infer(url: str, model: str, inputs: dict[str, Any], timeout: float = 
         client.async_stream_infer(
             model,
             [infer_input(name, value) for name, value in inputs.items()],
+            request_id=request_id,
             enable_empty_final_response=True,
         )
         results = []

@@ -23,7 +23,6 @@ BAD_REQUESTS = {
         f"max_input_len={MAX_INPUT_LEN}",
     ),
     "top-p-above-one": ({"top_p": 1.5}, "top_p must be in (0, 1]"),
-    "top-p-zero": ({"top_p": 0.0}, "top_p must be in (0, 1]"),
     "negative-temperature": ({"temperature": -0.5}, "temperature must be in [0, 100]"),
     "negative-top-k": ({"top_k": -1}, "top_k must be >= 0"),
 }

@@ -20,7 +20,13 @@ import pytest
 from tests.paths import REPO_ROOT
 
 MAIN = "import sys; from edgectl.cli import main; sys.argv[0] = 'edgectl'; main()"
-RENDERED_MODELS = {"ensemble", "preprocessing", "tensorrt_llm", "postprocessing"}
+RENDERED_MODELS = {
+    "ensemble",
+    "preprocessing",
+    "tensorrt_llm",
+    "postprocessing",
+    "tensorrt_llm_bls",
+}
 
 
 @pytest.fixture(scope="module")

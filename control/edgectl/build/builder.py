@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,6 +213,8 @@ def build_trtllm(
     from edgectl.build.trtllm.repository import copy_tokenizer, render_trtllm_repository
 
     final = trtllm_dir(recipe, out)
+    if recipe.trtllm.runtime == "llmapi":
+        return _build_atomically(recipe, final, force, progress, _llmapi_producer(recipe, final))
 
     def produce(checkpoint: Path, partial: Path, progress: Progress) -> dict:
         quantization = write_checkpoint(recipe, checkpoint, partial / CHECKPOINT_DIR, progress)
@@ -231,6 +234,33 @@ def build_trtllm(
         }
 
     return _build_atomically(recipe, final, force, progress, produce)
+
+
+def _llmapi_producer(recipe: Recipe, final: Path):
+    """NVIDIA's LLM-API deployment: the float checkpoint and model.yaml, no engine build."""
+    from edgectl.build.trtllm.repository import (
+        HF_CHECKPOINT_DIR,
+        copy_tokenizer,
+        render_llmapi_repository,
+    )
+
+    def produce(checkpoint: Path, partial: Path, progress: Progress) -> dict:
+        progress("copying the checkpoint the LLM API loads (no engine build)")
+        shutil.copytree(checkpoint, partial / HF_CHECKPOINT_DIR)
+        copy_tokenizer(checkpoint, partial / "tokenizer")
+        render_llmapi_repository(recipe, partial, final)
+        return {
+            "engine": "tensorrt_llm",
+            "quantization": {"weights": recipe.precision.weights},
+            "engine_build": EngineBuild(
+                command=[],
+                status="not needed: the LLM API loads the checkpoint at model load",
+                image=recipe.trtllm.image,
+            ),
+            "runtime_tools": {"tensorrt_llm": tool_versions(("tensorrt-llm",))["tensorrt-llm"]},
+        }
+
+    return produce
 
 
 def build_targets(

@@ -105,6 +105,7 @@ class TrtllmTarget(StrictModel):
     max_input_len: int = Field(1024, ge=1)
     max_seq_len: int = Field(2048, ge=2)
     max_num_tokens: int = Field(8192, ge=1)
+    max_beam_width: int = Field(1, ge=1, le=8)  # requests may ask beam_width up to this
     paged_kv_cache: bool = True
     use_paged_context_fmha: bool = True
     tp_size: int = Field(1, ge=1, le=64)
@@ -112,6 +113,9 @@ class TrtllmTarget(StrictModel):
     speculative_decoding_mode: Literal["draft_tokens_external", "lookahead_decoding"] | None = None
     max_draft_len: int = Field(0, ge=0, le=64)
     serving: TrtllmServing = TrtllmServing()
+    # engine: trtllm-build + NVIDIA's tensorrtllm backend behind our ensemble.
+    # llmapi: NVIDIA's LLM-API model (text in, text out; model.yaml, no engine build).
+    runtime: Literal["engine", "llmapi"] = "engine"
 
     @model_validator(mode="after")
     def _consistent(self) -> TrtllmTarget:
@@ -167,6 +171,11 @@ class Recipe(StrictModel):
         return self
 
     def _check_trtllm(self, formats: set[str]) -> None:
+        if self.trtllm.runtime == "llmapi" and formats - {"fp16", "fp32"}:
+            raise ValueError(
+                "trtllm.runtime llmapi serves the float checkpoint (the LLM API loads it "
+                f"itself): precision.weights must be fp16 or fp32, got {sorted(formats)}"
+            )
         group = self.precision.group_size
         if formats & set(INT4_FORMATS) and group not in TRTLLM_INT4_GROUPS:
             raise ValueError(

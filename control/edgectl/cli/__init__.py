@@ -7,22 +7,44 @@ stays instant.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import click
 
-from edgectl.cli.build import build
 from edgectl.cli.context import Context, console
-from edgectl.cli.generate import generate
-from edgectl.cli.loadtest import loadtest
-from edgectl.cli.serve import deploy, models, render, status, stop
-from edgectl.cli.timeslice import timeslice
 from edgectl.errors import EdgectlError
-from edgectl.runtime.manifest import ManifestError
+
+# Command name -> the module holding it: a command's module is imported only when it
+# runs (or for --help), so one command never pays for the others' imports.
+COMMANDS = {
+    "build": "edgectl.cli.build",
+    "deploy": "edgectl.cli.serve",
+    "stop": "edgectl.cli.serve",
+    "status": "edgectl.cli.serve",
+    "render": "edgectl.cli.serve",
+    "models": "edgectl.cli.serve",
+    "generate": "edgectl.cli.generate",
+    "loadtest": "edgectl.cli.loadtest",
+    "timeslice": "edgectl.cli.timeslice",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands live in the modules :data:`COMMANDS` names."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        return getattr(importlib.import_module(module), cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config", "config_path", type=click.Path(path_type=Path),
     help="YAML config file (default: ./edgectl.yaml when present, else built-in defaults).",
@@ -42,10 +64,6 @@ def cli(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...]
     ctx.obj = Context(config_path, overrides)
 
 
-for command in (build, deploy, stop, status, models, generate, render, loadtest, timeslice):
-    cli.add_command(command)
-
-
 def main() -> None:
     try:
         cli.main(standalone_mode=False)
@@ -55,14 +73,24 @@ def main() -> None:
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except (EdgectlError, ManifestError) as err:
-        from rich.markup import escape
+    except EdgectlError as err:
+        _fail(err)
+    except Exception as err:
+        from edgectl.runtime.manifest import ManifestError  # a user-facing error too
 
-        console().print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
-        sys.exit(1)
+        if not isinstance(err, ManifestError):
+            raise
+        _fail(err)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def _fail(err: Exception) -> None:
+    from rich.markup import escape
+
+    console().print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def deploy(ctx: Context, local: bool, target: str, dry_run: bool) -> None:
 
     With --target k8s: render Helm values from this config and run `helm upgrade
     --install --wait` on the chart in helm/ (k8s.release, k8s.namespace, k8s.profile,
-    k8s.values_files, k8s.helm_timeout_s, k8s.kube_context).
+    k8s.values_files, k8s.helm_timeout_s, k8s.kube_context).  While helm waits, the
+    engine-build Job's progress is printed (scheduling, running, done or failed).
     """
     if local and target != "local":
         raise click.UsageError("--local and --target k8s contradict each other")

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,15 @@ CHART_DIR = chart_dir()
 # The chart's profile and the engine step it serves.
 PROFILE_ENGINE = {"cpu": "cpu", "gpu": "trtllm"}
 SERVER_SELECTOR = "app.kubernetes.io/component=server"
+BUILD_SELECTOR = "app.kubernetes.io/component=engine-build"
 TEMPLATE_TIMEOUT_S = 120
 STATUS_TIMEOUT_S = 60
+# While helm waits: how often the engine-build Job is looked at, and how long one look may take.
+BUILD_POLL_S = 15.0
+BUILD_LOOK_TIMEOUT_S = 20
+# The build Job's deadline ends this long before helm's --timeout, so a build still running
+# when helm gives up is never deleted under a retry (helm replaces hook Jobs it re-creates).
+BUILD_DEADLINE_MARGIN_S = 60
 INSTALL_HINT = "run `make install`, which installs the pinned helm and kubectl into .venv/bin"
 
 # (fragments of a helm/kubectl error, what to do next); the first entry with a match wins.
@@ -61,6 +69,13 @@ HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
         ('no matches for kind "servicemonitor"', 'no matches for kind "podmonitor"'),
         "the Prometheus Operator CRDs are not installed: install them or set "
         "metrics.serviceMonitor.enabled / metrics.podMonitor.enabled to false",
+    ),
+    (
+        ("deadlineexceeded", "active longer than specified deadline"),
+        "the engine build ran past its deadline (modelRepository.engineBuild."
+        "activeDeadlineSeconds, set from k8s.helm_timeout_s): raise k8s.helm_timeout_s for a "
+        "longer build; `kubectl -n NAMESPACE logs job/<release full name>-engine-build` shows "
+        "how far it got",
     ),
     (
         ("pre-install", "pre-upgrade"),
@@ -123,6 +138,11 @@ def in_cluster_config(config: EdgectlConfig) -> dict[str, Any]:
     return data
 
 
+def build_deadline_s(config: EdgectlConfig) -> int:
+    """The engine-build Job's activeDeadlineSeconds: within helm's --timeout."""
+    return max(60, config.k8s.helm_timeout_s - BUILD_DEADLINE_MARGIN_S)
+
+
 def chart_values(config: EdgectlConfig) -> dict[str, Any]:
     """Values the edgectl config decides; everything else comes from the values files."""
     check_profile(config)
@@ -130,6 +150,7 @@ def chart_values(config: EdgectlConfig) -> dict[str, Any]:
         "profile": config.k8s.profile,
         "triton": {"models": [config.model.name], "logVerbose": config.server.log_verbose},
         "edgectlConfig": in_cluster_config(config),
+        "modelRepository": {"engineBuild": {"activeDeadlineSeconds": build_deadline_s(config)}},
     }
 
 
@@ -195,25 +216,44 @@ def explain(stderr: str, config: EdgectlConfig) -> str:
     return "see the message above; `--dry-run` shows the manifests helm was given"
 
 
-def run_tool(command: list[str], config: EdgectlConfig, timeout_s: float) -> str:
-    """Run helm or kubectl; its stdout, or an EdgectlError with its message and the next step."""
+def run_tool(
+    command: list[str],
+    config: EdgectlConfig,
+    timeout_s: float,
+    while_waiting: Callable[[], None] | None = None,
+) -> str:
+    """Run helm or kubectl; its stdout, or an EdgectlError with its message and the next step.
+
+    ``while_waiting`` is called every BUILD_POLL_S seconds until the tool exits.
+    """
     what = f"{Path(command[0]).name} {command[1]}"
-    try:
-        result = subprocess.run(  # noqa: S603 - an argument list, never a shell
-            command, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
+    deadline = time.monotonic() + timeout_s
+    process = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    while True:
+        left = deadline - time.monotonic()
+        step = left if while_waiting is None else min(left, BUILD_POLL_S)
+        try:
+            stdout, stderr = process.communicate(timeout=max(step, 0))
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                process.kill()
+                process.communicate()
+                raise EdgectlError(
+                    f"{what} did not return within {timeout_s:g} s; "
+                    + explain("context deadline exceeded", config)
+                ) from None
+            if while_waiting is not None:
+                while_waiting()
+    if process.returncode != 0:
+        message = stderr.strip() or stdout.strip()
         raise EdgectlError(
-            f"{what} did not return within {timeout_s:g} s; "
-            + explain("context deadline exceeded", config)
-        ) from None
-    if result.returncode != 0:
-        message = result.stderr.strip() or result.stdout.strip()
-        raise EdgectlError(
-            f"{what} failed (exit {result.returncode}):\n{message}\n"
+            f"{what} failed (exit {process.returncode}):\n{message}\n"
             f"next: {explain(message, config)}"
         )
-    return result.stdout
+    return stdout
 
 
 def _json(command: list[str], config: EdgectlConfig) -> dict[str, Any]:
@@ -230,7 +270,12 @@ def render(config: EdgectlConfig) -> str:
 
 
 def deploy(config: EdgectlConfig, progress: Callable[[str], None]) -> str:
-    """Install or upgrade the release and wait for it; returns helm's report (with NOTES)."""
+    """Install or upgrade the release and wait for it; returns helm's report (with NOTES).
+
+    While helm waits, the engine-build Job (if the release runs one) is looked at every
+    BUILD_POLL_S seconds and each change is reported: scheduling (and why a pod is Pending,
+    e.g. no free GPU), running, succeeded, failed.
+    """
     generated = write_values(config)
     progress(f"values from the edgectl config: {generated}")
     k8s = config.k8s
@@ -239,8 +284,77 @@ def deploy(config: EdgectlConfig, progress: Callable[[str], None]) -> str:
         f"{k8s.profile}); waiting up to {k8s.helm_timeout_s} s for the build hook and rollout"
     )
     command = upgrade_command(config, generated)
+    watcher = BuildWatcher(config, progress)
     # helm enforces --timeout per phase (hooks, then the rollout): allow both, plus a margin.
-    return run_tool(command, config, 2 * k8s.helm_timeout_s + 60)
+    return run_tool(command, config, 2 * k8s.helm_timeout_s + 60, while_waiting=watcher.look)
+
+
+def describe_build(listing: dict[str, Any]) -> str:
+    """One line on the engine-build Job and its pods, from ``kubectl get jobs,pods -o json``."""
+    jobs = [item for item in listing.get("items", []) if item.get("kind") == "Job"]
+    pods = [item for item in listing.get("items", []) if item.get("kind") == "Pod"]
+    if not jobs:
+        return ""
+    job = jobs[0]
+    build = job["metadata"].get("annotations", {}).get("edgectl.io/build-id", "?")
+    status = job.get("status", {})
+    conditions = {c.get("type"): c for c in status.get("conditions", [])}
+    if conditions.get("Complete", {}).get("status") == "True" or status.get("succeeded"):
+        return f"engine build {build}: succeeded"
+    failed = conditions.get("Failed", {})
+    if failed.get("status") == "True":
+        reason = failed.get("reason", "")
+        return f"engine build {build}: failed ({reason}: {failed.get('message', '')})".rstrip()
+    states = []
+    for pod in pods:
+        pod_status = pod.get("status", {})
+        phase = pod_status.get("phase", "Unknown")
+        detail = ""
+        for condition in pod_status.get("conditions", []):
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                detail = f"{condition.get('reason', '')}: {condition.get('message', '')}"
+        waiting = [
+            c["state"]["waiting"].get("reason", "")
+            for c in pod_status.get("containerStatuses", [])
+            if "waiting" in c.get("state", {})
+        ]
+        detail = detail or ", ".join(filter(None, waiting))
+        states.append(f"pod {pod['metadata']['name']} {phase}" + (f" ({detail})" if detail else ""))
+    return f"engine build {build}: " + ("; ".join(states) or "waiting for its pod")
+
+
+class BuildWatcher:
+    """Reports the engine-build Job's progress while helm waits; silent when there is none."""
+
+    def __init__(self, config: EdgectlConfig, progress: Callable[[str], None]) -> None:
+        self.config = config
+        self.progress = progress
+        self.last = ""
+        self.broken = False
+
+    def look(self) -> None:
+        if self.broken:
+            return
+        k8s = self.config.k8s
+        context = ["--context", k8s.kube_context] if k8s.kube_context else []
+        selector = f"app.kubernetes.io/instance={k8s.release},{BUILD_SELECTOR}"
+        try:
+            kubectl = find_tool("kubectl")
+            result = subprocess.run(  # noqa: S603 - an argument list, never a shell
+                [str(kubectl), "get", "jobs,pods", "--namespace", k8s.namespace,
+                 "--selector", selector, "--output", "json", *context],
+                capture_output=True, text=True, timeout=BUILD_LOOK_TIMEOUT_S, check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise EdgectlError(result.stderr.strip() or f"exit {result.returncode}")
+            line = describe_build(json.loads(result.stdout))
+        except (EdgectlError, OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+            self.broken = True
+            self.progress(f"engine build progress not available: {err}")
+            return
+        if line and line != self.last:
+            self.last = line
+            self.progress(line)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgectl.config import EdgectlConfig
 from edgectl.deploy.artifacts import served_model
-from edgectl.deploy.repository import render_repository
+from edgectl.deploy.repository import models_to_load, render_repository
 from edgectl.deploy.server import LocalTriton, ServerState
 
 
@@ -23,4 +23,4 @@ def deploy_local(config: EdgectlConfig, progress: Callable[[str], None]) -> Serv
     server.refuse_if_running()  # before rendering over the repository it serves
     repository = render_for(config)
     progress(f"rendered model repository at {repository}")
-    return server.start(repository, [config.model.name], progress)
+    return server.start(repository, models_to_load(served_model(config), config.engine), progress)

@@ -42,6 +42,7 @@ class ServedModel:
             "preprocessing_name": f"{prefix}preprocessing",
             "engine_name": f"{prefix}tensorrt_llm",
             "postprocessing_name": f"{prefix}postprocessing",
+            "bls_name": f"{prefix}tensorrt_llm_bls",
         }
 
 
@@ -66,7 +67,16 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
     max_seq = engine.max_input_len + engine.max_output_len
     return {
         **model.step_names,
+        # unary mode: the decoupled CPU engine behind the unary front
+        "engine_stream_name": decoupled_engine_name(model),
+        "bls_instances": "1" if engine.decoupled else str(engine.front_instances),
         "engine_io": (TEMPLATES / "_contract" / "engine_io.pbtxt").read_text(encoding="utf-8"),
+        "engine_extension_io": (TEMPLATES / "_contract" / "cpu_engine_extensions.pbtxt").read_text(
+            encoding="utf-8"
+        ),
+        "decoupled": flag(engine.decoupled),
+        "front_instances": str(engine.front_instances),
+        "front_max_concurrent": str(engine.front_max_concurrent),
         "engine_dir": str(model.engine_dir),
         "tokenizer_dir": str(model.tokenizer_dir),
         "end_id": str(model.end_id),
@@ -74,13 +84,10 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         "cancel_dir": str(run_dir / "cancel" / model.name) if forwards_cancel else "",
         # The co-resident time-slicing board every CPU engine step consults (timeslice.slots).
         "timeslice_dir": str(run_dir / "timeslice"),
-        "engine_cancel_output": (
-            'output_map { key: "request_key" value: "_REQUEST_KEY" }' if forwards_cancel else ""
-        ),
+        **engine_extension_values(model.engine == "cpu"),
         "postprocessing_cancel_input": (
             'input_map { key: "REQUEST_KEY" value: "_REQUEST_KEY" }' if forwards_cancel else ""
         ),
-        **rag_values(forwards_cancel),
         "max_batch_size": str(engine.max_batch_size),
         "max_input_len": str(engine.max_input_len),
         "max_output_len": str(engine.max_output_len),
@@ -102,27 +109,54 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         # tensorrt_llm-only knobs (GPU template): the recipe's serving defaults
         **trtllm_serving_values(TrtllmServing()),
         "max_tokens_in_paged_kv_cache": str(engine.max_num_seqs * max_seq),
+        "max_beam_width": "1",  # a TensorRT-LLM build overrides it with the engine's own
         **cpu_step_values(engine),
     }
 
 
-def rag_values(cpu_engine: bool) -> dict[str, str]:
-    """RAG drop counts: preprocessing -> CPU engine step -> ensemble outputs.
+# RAG drop counts: preprocessing -> CPU engine step (echoed on its responses) -> ensemble.
+# An ensemble output may only come from one decoupled origin, so the counts ride through
+# the engine step; NVIDIA's GPU backend cannot echo them, so that ensemble lacks them.
+RAG_COUNTS = ("rag_passages_dropped", "rag_tokens_dropped")
 
-    An ensemble output may only come from one decoupled origin, so the counts ride
-    through the engine step (only the CPU step echoes them; the GPU ensemble lacks them).
-    """
-    if not cpu_engine:
-        return {"rag_ensemble_outputs": "", "rag_engine_io": ""}
-    maps = []
-    for name in ("RAG_PASSAGES_DROPPED", "RAG_TOKENS_DROPPED"):
-        maps.append(f'input_map {{ key: "{name.lower()}" value: "_{name}" }}')
-        maps.append(f'output_map {{ key: "{name.lower()}" value: "{name.lower()}" }}')
-    outputs = "".join(
-        f',\n  {{ name: "{name}" data_type: TYPE_INT32 dims: [ 1 ] }}'
-        for name in ("rag_passages_dropped", "rag_tokens_dropped")
+
+def engine_extension_values(cpu: bool) -> dict[str, str]:
+    """Ensemble lines for the CPU engine step's extensions (ignore_eos, finish_reason,
+    request_key, the RAG drop counts); NVIDIA's GPU backend has no such tensors, so they
+    are left out there."""
+    if not cpu:
+        return {
+            "ensemble_engine_extension_inputs": "",
+            "ensemble_engine_extension_outputs": "",
+            "engine_extension_maps": "",
+            "preprocessing_extension_maps": "",
+        }
+    rag_outputs = "".join(
+        f',\n  {{ name: "{name}" data_type: TYPE_INT32 dims: [ 1 ] }}' for name in RAG_COUNTS
     )
-    return {"rag_ensemble_outputs": outputs, "rag_engine_io": "\n      ".join(maps)}
+    rag_maps = "".join(
+        f'input_map {{ key: "{name}" value: "_{name.upper()}" }} '
+        f'output_map {{ key: "{name}" value: "{name}" }} '
+        for name in RAG_COUNTS
+    )
+    return {
+        "ensemble_engine_extension_inputs": (
+            'input [ { name: "ignore_eos" data_type: TYPE_BOOL dims: [ 1 ] optional: true } ]'
+        ),
+        "ensemble_engine_extension_outputs": (
+            'output [\n  { name: "finish_reason" data_type: TYPE_STRING dims: [ -1 ] }'
+            f"{rag_outputs}\n]"
+        ),
+        "engine_extension_maps": (
+            'input_map { key: "ignore_eos" value: "ignore_eos" } '
+            'output_map { key: "finish_reason" value: "finish_reason" } '
+            'output_map { key: "request_key" value: "_REQUEST_KEY" } ' + rag_maps.rstrip()
+        ),
+        "preprocessing_extension_maps": " ".join(
+            f'output_map {{ key: "{name.upper()}" value: "_{name.upper()}" }}'
+            for name in RAG_COUNTS
+        ),
+    }
 
 
 def cpu_step_values(engine: EngineConfig) -> dict[str, str]:
@@ -171,6 +205,48 @@ def _render_one(template_dir: Path, out_dir: Path, values: dict[str, str]) -> No
     config_path.write_text(text, encoding="utf-8")
 
 
+def model_templates_for(
+    model: ServedModel, engine: EngineConfig, values: dict[str, str]
+) -> list[tuple[str, str, dict[str, str]]]:
+    """(template, name key, values) of every model one served model renders.
+
+    Unary mode on the CPU keeps the decoupled engine (renamed) and puts the unary
+    front under the engine step's name; NVIDIA's GPU backend is unary by itself.
+    """
+    engine_steps = [(ENGINE_TEMPLATES[model.engine], "engine_name", values)]
+    if model.engine == "cpu" and not engine.decoupled:
+        hidden = {**values, "engine_name": values["engine_stream_name"]}
+        engine_steps = [
+            ("cpu_engine", "engine_stream_name", hidden),
+            ("unary_front", "engine_name", values),
+        ]
+    return [
+        ("preprocessing", "preprocessing_name", values),
+        *engine_steps,
+        ("postprocessing", "postprocessing_name", values),
+        ("ensemble", "ensemble_name", values),
+        ("tensorrt_llm_bls", "bls_name", values),
+    ]
+
+
+def models_to_load(model: ServedModel, engine: EngineConfig) -> list[str]:
+    """What the server loads for one served model: models nothing else loads for it.
+
+    The ensemble loads its steps; the BLS model and, in unary mode, the decoupled
+    CPU engine behind the unary front (called through BLS, not a step) are loaded
+    by name.
+    """
+    names = [model.name, model.step_names["bls_name"]]
+    if model.engine == "cpu" and not engine.decoupled:
+        names.append(decoupled_engine_name(model))
+    return names
+
+
+def decoupled_engine_name(model: ServedModel) -> str:
+    """Unary mode on the CPU: the decoupled engine step's name behind the unary front."""
+    return f"{model.step_names['engine_name']}_decoupled"
+
+
 def render_repository(
     models: list[ServedModel],
     engine: EngineConfig,
@@ -193,15 +269,9 @@ def render_repository(
                 raise EdgectlError(f"model.engine must be one of {sorted(ENGINE_TEMPLATES)}")
             values = template_values(model, engine, out.resolve().parent / "run")
             values.update(overrides or {})
-            names = model.step_names
-            for template, name_key in (
-                ("preprocessing", "preprocessing_name"),
-                (ENGINE_TEMPLATES[model.engine], "engine_name"),
-                ("postprocessing", "postprocessing_name"),
-                ("ensemble", "ensemble_name"),
-            ):
-                target = partial / names[name_key]
+            for template, name_key, model_values in model_templates_for(model, engine, values):
+                target = partial / values[name_key]
                 if target.exists():
-                    raise EdgectlError(f"two models would both render {names[name_key]!r}")
-                _render_one(TEMPLATES / template, target, values)
+                    raise EdgectlError(f"two models would both render {values[name_key]!r}")
+                _render_one(TEMPLATES / template, target, model_values)
     return out

@@ -1,14 +1,20 @@
 """Request coalescing: identical requests in flight share one engine sequence.
 
 Two requests are merged only when they must produce the same tokens: the same prompt
-ids and every sampling field equal, and greedy or sampling with the same seed; an
-unseeded sampled request is never merged.  Every client of a shared sequence gets the
-whole stream: a late joiner first receives what was already sent, then the rest.
-Each client gets its own cancellation key, so one client leaving drops only that
-client; the sequence stops when none is left.
+ids (text, chat messages and RAG prompts all end up there), every sampling field
+equal (stop words, end id, ignore_eos, beams, return sequences, log probs, guided
+decoding, streaming, ...), the same sequence index (it offsets the sampling seed)
+and the same client request id (a ``stop`` request names it), and greedy or sampling
+with the same seed; an unseeded sampled request is never merged, nor is one whose
+responses carry facts of its own (``EngineRequest.shareable``: per-request timings).
+Every client of a shared sequence gets the whole stream under its own batch index: a
+late joiner first receives what was already sent, then the rest.  Each client gets
+its own cancellation key, so one client leaving drops only that client; the sequence
+stops when none is left.
 
 An optional response cache (bounded, with a time to live) answers a repeated greedy
-request from the previous identical answer without running the engine.
+request from the previous identical answer without running the engine; an answer cut
+short by a ``stop`` request is never cached.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgectl.runtime.emission import Emission
 from edgectl.runtime.engine import EngineRequest, ResponseSink
 
 log = logging.getLogger(__name__)
-Sent = tuple[list[int], bool]  # one response: ids, final
 
 
 @dataclass
@@ -39,11 +45,31 @@ class CoalesceStats:
 
 
 def request_key(request: EngineRequest) -> tuple | None:
-    """What must be equal for two requests to share output; None if they could differ."""
+    """What must be equal for two requests to share output; None if they could differ.
+
+    The last item is the client's request id: requests in flight are merged only under
+    the same id, while the response cache ignores it (``content_key``).
+    """
     params = request.params
-    if not params.greedy and params.seed is None:
+    if not request.shareable or (not params.greedy and params.seed is None):
         return None
-    return (tuple(request.prompt_ids), repr(dataclasses.asdict(params)))
+    content = (tuple(request.prompt_ids), repr(dataclasses.asdict(params)), request.sequence_index)
+    return (content, request.request_id)
+
+
+def content_key(key: tuple) -> tuple:
+    """The response cache's key: what decides the output, without the request id."""
+    return key[0]
+
+
+def _for_client(emission: Emission, request: EngineRequest, private: int) -> Emission:
+    """A shared emission as one client's own: its key and its place in its request."""
+    return dataclasses.replace(
+        emission,
+        key=private,
+        batch_index=request.batch_index,
+        sequence_index=request.sequence_index,
+    )
 
 
 class ResponseCache:
@@ -51,10 +77,10 @@ class ResponseCache:
 
     def __init__(self, size: int, ttl_s: float, clock: Callable[[], float]) -> None:
         self.size, self.ttl_s, self._clock = size, ttl_s, clock
-        self._entries: OrderedDict[tuple, tuple[float, list[Sent]]] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple[float, list[Emission]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> list[Sent] | None:
+    def get(self, key: tuple) -> list[Emission] | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -65,7 +91,7 @@ class ResponseCache:
             self._entries.move_to_end(key)
             return entry[1]
 
-    def put(self, key: tuple, responses: list[Sent]) -> None:
+    def put(self, key: tuple, responses: list[Emission]) -> None:
         with self._lock:
             self._entries[key] = (self._clock(), responses)
             self._entries.move_to_end(key)
@@ -80,44 +106,46 @@ class _Shared:
     """The sink of one shared sequence: fans every response out to its clients."""
 
     def __init__(self, owner: Coalescer, key: tuple, cacheable: bool) -> None:
-        self._owner, self._key, self._cacheable = owner, key, cacheable
+        self._owner, self._key, self.cacheable = owner, key, cacheable
         self._lock = threading.Lock()
-        self._clients: dict[int, ResponseSink] = {}  # private cancellation key -> client
-        self._sent: list[Sent] = []
+        # private cancellation key -> (the client's own request, its sink)
+        self._clients: dict[int, tuple[EngineRequest, ResponseSink]] = {}
+        self._sent: list[Emission] = []
         self.closed = False
 
-    def join(self, sink: ResponseSink) -> bool:
+    def join(self, request: EngineRequest) -> bool:
         """Add a client and replay what it missed; False once the sequence is over."""
         with self._lock:
             if self.closed:
                 return False
             private = secrets.randbits(63)
-            for ids, final in self._sent:
-                sink.send(ids, final, private)
-            self._clients[private] = sink
+            for emission in self._sent:
+                request.sink.send(_for_client(emission, request, private))
+            self._clients[private] = (request, request.sink)
             return True
 
     # -- ResponseSink, called by the engine thread ---------------------------------------
-    def send(self, ids: list[int], final: bool, key: int) -> None:
+    def send(self, emission: Emission) -> None:
+        final = emission.final
         with self._lock:
-            self._sent.append((list(ids), final))
+            self._sent.append(emission)
             self.closed = final
-            for private, client in list(self._clients.items()):
+            for private, (request, client) in list(self._clients.items()):
                 try:
-                    client.send(ids, final, private)
+                    client.send(_for_client(emission, request, private))
                 except Exception:  # that client's stream broke; the others go on
                     log.debug("dropping a coalesced client", exc_info=True)
                     del self._clients[private]
             gone = not self._clients
         if final:
-            self._owner.finished(self._key, self, self._sent if self._cacheable else None)
+            self._owner.finished(self._key, self, self._sent if self.cacheable else None)
         elif gone:
             raise RuntimeError("every client of the shared sequence is gone")
 
     def fail(self, message: str, kind: str = "invalid_argument") -> None:
         with self._lock:
             self.closed = True
-            clients = list(self._clients.values())
+            clients = [client for _request, client in self._clients.values()]
         self._owner.finished(self._key, self, None)
         for client in clients:
             try:
@@ -127,7 +155,7 @@ class _Shared:
 
     def cancelled(self) -> bool:
         with self._lock:
-            return all(client.cancelled() for client in self._clients.values())
+            return all(client.cancelled() for _request, client in self._clients.values())
 
     def cancel_keys(self) -> set[int]:
         with self._lock:
@@ -161,12 +189,12 @@ class Coalescer:
         if key is None:
             self._submit(request)
             return
-        cached = self._cache.get(key) if self._cache is not None else None
+        cached = self._cache.get(content_key(key)) if self._cache is not None else None
         if cached is not None:
             self.stats.response_cache_hits += 1
             private = secrets.randbits(63)
-            for ids, final in cached:
-                request.sink.send(ids, final, private)
+            for emission in cached:
+                request.sink.send(_for_client(emission, request, private))
             return
         while True:
             with self._lock:
@@ -175,17 +203,25 @@ class Coalescer:
                 if leader:
                     shared = _Shared(self, key, cacheable=request.params.greedy)
                     self._in_flight[key] = shared
-            if shared.join(request.sink):
+            if shared.join(request):
                 break
         if leader:
-            self._submit(EngineRequest(request.prompt_ids, request.params, shared))
+            self._submit(dataclasses.replace(request, sink=shared))
         else:
             self.stats.coalesced_requests += 1
 
-    def finished(self, key: tuple, shared: _Shared, responses: list[Sent] | None) -> None:
+    def stopping(self, request_id: str) -> None:
+        """A ``stop`` request names ``request_id``: its sequences end early, so their
+        answers must not be cached (call before the engine's ``stop_request``)."""
+        with self._lock:
+            for (_content, owner_id), shared in self._in_flight.items():
+                if request_id and owner_id == request_id:
+                    shared.cacheable = False
+
+    def finished(self, key: tuple, shared: _Shared, responses: list[Emission] | None) -> None:
         with self._lock:
             if self._in_flight.get(key) is shared:
                 del self._in_flight[key]
         if responses is not None and self._cache is not None:
-            self._cache.put(key, responses)
+            self._cache.put(content_key(key), responses)
             self.stats.response_cache_entries = len(self._cache)

@@ -72,14 +72,24 @@ def decode_word_lists(packed: np.ndarray | None) -> list[list[int]]:
     return words
 
 
+GUIDE_TYPES = ("json", "json_schema", "regex", "ebnf_grammar")
+MAX_BEAM_WIDTH = 8
+MAX_RETURN_SEQUENCES = 8
+
+
 @dataclass
 class SamplingParams:
-    """Per-request generation settings, validated against the contract's ranges."""
+    """Per-request generation settings with TensorRT-LLM's meanings and defaults.
+
+    ``top_p <= 0`` means "not set" and an unset ``top_k`` is 0, as in NVIDIA's
+    backend; ``seed`` defaults to 0 as in TensorRT-LLM's executor, so an unseeded
+    sampled request is reproducible there and here.
+    """
 
     max_new_tokens: int
     end_id: int | None = None
     top_k: int = 0
-    top_p: float = 1.0
+    top_p: float = 0.0
     temperature: float | None = None
     seed: int | None = None
     repetition_penalty: float = 1.0
@@ -89,17 +99,44 @@ class SamplingParams:
     stop_words: list[list[int]] = field(default_factory=list)
     streaming: bool = False
     exclude_input_in_output: bool = True
+    beam_width: int = 1
+    num_return_sequences: int | None = None
+    length_penalty: float = 0.0
+    early_stopping: bool | None = None
+    return_log_probs: bool = False
+    ignore_eos: bool = False
+    guide_type: str | None = None
+    guide: str | None = None
 
     @property
     def greedy(self) -> bool:
-        """Greedy unless the request asks for sampling (TensorRT-LLM's reading).
+        """Greedy exactly when TensorRT-LLM decodes greedily.
 
-        ``temperature == 0`` or ``top_k == 1`` force greedy; a request that sets
-        none of temperature / top_k / top_p is greedy too.
+        ``top_k == 1`` (any ``top_p``), or ``top_k == 0`` with ``top_p`` unset
+        (``<= 0``).  ``top_k > 1`` with ``top_p`` unset samples top-k (p = 1);
+        ``top_p`` in (0, 1] samples nucleus, ``top_p == 1`` the whole
+        distribution.  ``temperature == 0`` is greedy too (our reading; the
+        executor would divide by it).
         """
         if self.temperature == 0.0 or self.top_k == 1:
             return True
-        return self.temperature is None and self.top_k == 0 and self.top_p == 1.0
+        return self.top_k == 0 and self.top_p <= 0.0
+
+    @property
+    def effective_top_p(self) -> float:
+        """The nucleus threshold the sampler uses: unset means 1.0 (no cut)."""
+        return 1.0 if self.top_p <= 0.0 else self.top_p
+
+    @property
+    def beam_search(self) -> bool:
+        return self.beam_width > 1
+
+    @property
+    def sequences(self) -> int:
+        """How many sequences the request returns (beams or independent samples)."""
+        if self.num_return_sequences is not None:
+            return self.num_return_sequences
+        return self.beam_width
 
     def validate(self, max_output_len: int) -> None:
         """Raise :class:`InvalidRequest` naming the ensemble field that is out of range."""
@@ -110,8 +147,8 @@ class SamplingParams:
             )
         if self.top_k < 0:
             raise InvalidRequest(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if not (math.isfinite(self.top_p) and 0.0 < self.top_p <= 1.0):
-            raise InvalidRequest(f"top_p must be in (0, 1], got {self.top_p}")
+        if not (math.isfinite(self.top_p) and self.top_p <= 1.0):
+            raise InvalidRequest(f"top_p must be in (0, 1] (<= 0 means unset), got {self.top_p}")
         temperature = 1.0 if self.temperature is None else self.temperature
         if not (math.isfinite(temperature) and 0.0 <= temperature <= 100.0):
             raise InvalidRequest(f"temperature must be in [0, 100], got {self.temperature}")
@@ -125,8 +162,64 @@ class SamplingParams:
                 raise InvalidRequest(f"{name} must be in [-2, 2], got {value}")
         if not 0 <= self.min_length <= self.max_new_tokens:
             raise InvalidRequest(
-                f"min_length must be between 0 and max_tokens={self.max_new_tokens}, "
+                f"min_tokens (min_length) must be between 0 and max_tokens={self.max_new_tokens}, "
                 f"got {self.min_length}"
             )
         if self.end_id is not None and self.end_id < 0:
             raise InvalidRequest(f"end_id must be >= 0, got {self.end_id}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise InvalidRequest(f"seed must be in [0, 2^63), got {self.seed}")
+        self._validate_sequences()
+        self._validate_guide()
+
+    def _validate_sequences(self) -> None:
+        if not 1 <= self.beam_width <= MAX_BEAM_WIDTH:
+            raise InvalidRequest(
+                f"beam_width must be between 1 and {MAX_BEAM_WIDTH}, got {self.beam_width}"
+            )
+        limit = self.beam_width if self.beam_search else MAX_RETURN_SEQUENCES
+        if self.num_return_sequences is not None and not 1 <= self.num_return_sequences <= limit:
+            what = "beam_width" if self.beam_search else "the engine's limit"
+            raise InvalidRequest(
+                f"num_return_sequences must be between 1 and {limit} ({what}), "
+                f"got {self.num_return_sequences}"
+            )
+        if not math.isfinite(self.length_penalty):
+            raise InvalidRequest(f"length_penalty must be finite, got {self.length_penalty}")
+        if not self.beam_search:
+            return
+        neutral = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+        for name, value in neutral.items():
+            if getattr(self, name) != value:
+                raise InvalidRequest(
+                    f"{name} must stay {value:g} with beam_width > 1 (beam search on the CPU "
+                    f"engine takes no penalties), got {getattr(self, name)}"
+                )
+        if self.guide_type is not None:
+            raise InvalidRequest(
+                "guided_decoding_guide_type cannot be combined with beam_width > 1"
+            )
+
+    def _validate_guide(self) -> None:
+        if self.guide_type is None:
+            if self.guide:
+                raise InvalidRequest("guided_decoding_guide needs guided_decoding_guide_type")
+            return
+        if self.guide_type not in GUIDE_TYPES:
+            raise InvalidRequest(
+                f"guided_decoding_guide_type must be one of {', '.join(GUIDE_TYPES)}, "
+                f"got {self.guide_type!r}"
+            )
+        if self.guide_type != "json" and not self.guide:
+            raise InvalidRequest(
+                f"guided_decoding_guide must hold the {self.guide_type} guide, got nothing"
+            )
+        if self.guide_type == "json_schema":
+            import json
+
+            try:
+                json.loads(self.guide or "")
+            except ValueError as err:
+                raise InvalidRequest(
+                    f"guided_decoding_guide is not a valid JSON schema: {err}"
+                ) from None

@@ -15,13 +15,15 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgectl.runtime.cancel_board import CancelBoard
 from edgectl.runtime.contract import InvalidRequest, SamplingParams
 from edgectl.runtime.detokenize import AnchoredDecoder, StreamHoldback
+from edgectl.runtime.emission import Emission, RequestTiming, finished_beams
+from edgectl.runtime.generation_config import configure
 from edgectl.runtime.speculative import Speculation
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,10 @@ INTERNAL = "internal"  # our fault
 class ResponseSink(Protocol):
     """Where one request's output goes (Triton's response sender in production).
 
-    ``key`` identifies the request to later steps (see cancel_board).
+    ``emission.key`` identifies the request to later steps (see cancel_board).
     """
 
-    def send(self, ids: list[int], final: bool, key: int) -> None: ...
+    def send(self, emission: Emission) -> None: ...
 
     def fail(self, message: str, kind: str = INVALID) -> None: ...
 
@@ -63,9 +65,18 @@ class DeviceGate(Protocol):
 
 @dataclass
 class EngineRequest:
+    """One engine sequence (a row of a batch, or one of ``num_return_sequences``)."""
+
     prompt_ids: list[int]
     params: SamplingParams
     sink: ResponseSink
+    batch_index: int = 0
+    sequence_index: int = 0
+    request_id: str = ""  # the client's id: a later ``stop`` request names it
+    timing: RequestTiming = field(default_factory=RequestTiming)
+    # False when the responses carry facts of this request alone (its timings), so it
+    # may not share another request's sequence or cached answer (runtime.coalesce)
+    shareable: bool = True
 
 
 @dataclass
@@ -111,6 +122,9 @@ class _Active:
     end_id: int
     deadline: float
     generated: list[int] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)
+    beams: dict[int, Any] = field(default_factory=dict)  # beam search: outputs at the end
+    finish_reason: str = ""
     sent: int = 0
     done: bool = False
 
@@ -130,6 +144,9 @@ class ContinuousBatchingEngine:
         cancel_board: CancelBoard | None = None,
         clock: Callable[[], float] = time.monotonic,
         device_gate: DeviceGate | None = None,
+        structured_output_factory: Callable[..., Any] | None = None,
+        stop_criteria: Mapping[str, Any] | None = None,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
         speculation: Speculation | None = None,
     ) -> None:
         self._pipe = pipeline
@@ -143,6 +160,11 @@ class ContinuousBatchingEngine:
         self._cancel_board = cancel_board
         self._clock = clock
         self._gate = device_gate
+        self._structured_output = structured_output_factory
+        self._stop_criteria = stop_criteria
+        self._clock_ns = clock_ns
+        self._stop_lock = threading.Lock()
+        self._stop_ids: set[str] = set()
         self._incoming: queue.Queue[EngineRequest] = queue.Queue()
         self._waiting: deque[tuple[float, EngineRequest]] = deque()
         self._backlog_lock = threading.Lock()
@@ -166,6 +188,7 @@ class ContinuousBatchingEngine:
         A full queue refuses at once (UNAVAILABLE), so overload turns into fast,
         explicit rejections instead of unbounded waiting.
         """
+        request.timing.arrival_ns = self._clock_ns()
         if self._stopping.is_set():
             request.sink.fail("the engine is shutting down", UNAVAILABLE)
             return
@@ -185,6 +208,15 @@ class ContinuousBatchingEngine:
         self._incoming.put(request)
         if self._stopping.is_set() and not self._thread.is_alive():
             self._drain_incoming("the engine is shutting down")  # raced with shutdown
+
+    def stop_request(self, request_id: str) -> None:
+        """End the running sequences of ``request_id`` (TensorRT-LLM's ``stop`` input).
+
+        They finish at the next step with what they generated so far, which
+        frees their slots and KV blocks.
+        """
+        with self._stop_lock:
+            self._stop_ids.add(request_id)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self._stopping.set()
@@ -260,6 +292,7 @@ class ContinuousBatchingEngine:
             return
         self._next_id += 1
         self.stats.requests_added += 1
+        request.timing.first_scheduled_ns = self._clock_ns()
         self._active.append(
             _Active(
                 request=request,
@@ -296,21 +329,14 @@ class ContinuousBatchingEngine:
             raise InvalidRequest(f"input_ids must be in [0, {vocab}) (vocab_size), got {bad}")
         params.validate(self._limits.max_output_len)
         end_id = self._default_end_id if params.end_id is None else params.end_id
-        config = self._new_config()
-        config.max_new_tokens = params.max_new_tokens
-        config.eos_token_id = end_id
-        config.stop_token_ids = {end_id}
-        config.repetition_penalty = params.repetition_penalty
-        config.presence_penalty = params.presence_penalty
-        config.frequency_penalty = params.frequency_penalty
-        config.min_new_tokens = params.min_length
-        if not params.greedy:
-            config.do_sample = True
-            config.temperature = 1.0 if params.temperature is None else params.temperature
-            config.top_p = params.top_p
-            if params.top_k > 0:
-                config.top_k = params.top_k
-            config.rng_seed = params.seed if params.seed is not None else secrets.randbits(31)
+        config = configure(
+            self._new_config(),
+            params,
+            end_id,
+            seed_offset=request.sequence_index,
+            structured_output_factory=self._structured_output,
+            stop_criteria=self._stop_criteria,
+        )
         if self.speculation is not None:
             self.speculation.configure(config)
         return config, end_id
@@ -326,9 +352,13 @@ class ContinuousBatchingEngine:
         stats.kv_cache_usage = float(getattr(metrics, "cache_usage", 0.0))
         check_cancel = stats.steps % self._limits.cancel_check_steps == 0
         posted = self._posted_cancellations() if check_cancel else set()
+        self._apply_stop_requests()
         now = self._clock()
         for item in self._active:
-            self._drain(item)
+            if item.request.params.beam_search:
+                self._drain_beams(item)
+            else:
+                self._drain(item)
             if posted and hasattr(item.request.sink, "forget"):
                 item.request.sink.forget(posted)  # those clients of a shared sequence left
             if not item.done:
@@ -336,6 +366,14 @@ class ContinuousBatchingEngine:
         self._active = [item for item in self._active if not item.done]
         stats.active = len(self._active)
         self._publish_stats()
+
+    def _apply_stop_requests(self) -> None:
+        with self._stop_lock:
+            stop_ids, self._stop_ids = self._stop_ids, set()
+        for item in self._active:
+            if item.request.request_id and item.request.request_id in stop_ids:
+                item.handle.stop()
+                item.finish_reason = item.finish_reason or "stop"
 
     def _drain(self, item: _Active) -> None:
         handle = item.handle
@@ -348,38 +386,87 @@ class ContinuousBatchingEngine:
                         len(output.generated_ids),
                         item.request.params.max_new_tokens,
                     )
-                for token in output.generated_ids:
-                    finished = self._append(item, int(token))
+                log_probs = list(getattr(output, "generated_log_probs", None) or [])
+                for index, token in enumerate(output.generated_ids):
+                    log_prob = float(log_probs[index]) if index < len(log_probs) else 0.0
+                    finished = self._append(item, int(token), log_prob)
                     if finished:
                         break
         if not finished and str(handle.get_status()).split(".")[-1] != "RUNNING":
             finished = True
+            item.finish_reason = item.finish_reason or "stop"
         self._emit(item, final=finished)
 
-    def _append(self, item: _Active, token: int) -> bool:
+    def _drain_beams(self, item: _Active) -> None:
+        """Beam search: OpenVINO GenAI delivers the beams once, when they are complete."""
+        handle = item.handle
+        while handle.can_read():
+            item.beams.update(handle.read())
+        if item.beams and item.request.timing.first_token_ns == 0:
+            item.request.timing.first_token_ns = self._clock_ns()
+        if str(handle.get_status()).split(".")[-1] == "RUNNING":
+            return
+        item.request.timing.last_token_ns = self._clock_ns()
+        self._emit(item, final=True)
+
+    def _append(self, item: _Active, token: int, log_prob: float = 0.0) -> bool:
         """Add one token; True when the request is complete (end id or stop word)."""
-        if token == item.end_id:
+        timing = item.request.timing
+        timing.last_token_ns = self._clock_ns()
+        if timing.first_token_ns == 0:
+            timing.first_token_ns = timing.last_token_ns
+        if token == item.end_id and not item.request.params.ignore_eos:
+            item.finish_reason = "stop"
             return True
         item.generated.append(token)
+        item.log_probs.append(log_prob)
         matched = item.holdback.stop_match(item.generated)
         if matched:
             del item.generated[-matched:]
+            del item.log_probs[-matched:]
             item.handle.stop()
+            item.finish_reason = "stop"
             return True
-        return len(item.generated) >= item.request.params.max_new_tokens
+        if len(item.generated) >= item.request.params.max_new_tokens:
+            item.finish_reason = "length"
+            return True
+        return False
+
+    def _emission(self, item: _Active, ids: list[int], log_probs: list[float], final: bool):
+        request = item.request
+        return Emission(
+            ids=[ids],
+            log_probs=[log_probs],
+            cum_log_probs=[sum(item.log_probs[: item.sent + len(log_probs)])],
+            final=final,
+            finish_reasons=[item.finish_reason if final else ""],
+            num_input_tokens=len(request.prompt_ids),
+            num_output_tokens=item.sent + len(log_probs),
+            timing=request.timing,
+            batch_index=request.batch_index,
+            sequence_index=request.sequence_index,
+            key=item.key,
+            end_id=item.end_id,
+        )
 
     def _emit(self, item: _Active, final: bool) -> None:
         params = item.request.params
         try:
-            if params.streaming:
+            if params.beam_search:
+                item.request.sink.send(self._beam_emission(item))
+            elif params.streaming:
                 pending = item.generated[item.sent :]
                 count = item.holdback.releasable(pending, final)
                 if count or final:
-                    item.request.sink.send(pending[:count], final, item.key)
+                    chunk_log_probs = item.log_probs[item.sent : item.sent + count]
+                    emission = self._emission(item, pending[:count], chunk_log_probs, final)
+                    item.request.sink.send(emission)
                     item.sent += count
             elif final:
                 prefix = [] if params.exclude_input_in_output else list(item.request.prompt_ids)
-                item.request.sink.send(prefix + item.generated, True, item.key)
+                emission = self._emission(item, item.generated, item.log_probs, True)
+                emission.ids = [prefix + item.generated]
+                item.request.sink.send(emission)
         except Exception:  # this client's sender broke: drop it, keep the others running
             log.warning("could not send a response; cancelling that request", exc_info=True)
             item.handle.cancel()
@@ -389,6 +476,30 @@ class ContinuousBatchingEngine:
         if final:
             item.done = True
             self.stats.requests_finished += 1
+
+    def _beam_emission(self, item: _Active) -> Emission:
+        request = item.request
+        params = request.params
+        beams = finished_beams(
+            list(item.beams.values()), params.sequences, item.end_id, item.holdback.stop_match
+        )
+        prefix = (
+            [] if params.exclude_input_in_output or params.streaming else list(request.prompt_ids)
+        )
+        return Emission(
+            ids=[prefix + beam.ids for beam in beams],
+            log_probs=[beam.log_probs for beam in beams],
+            cum_log_probs=[sum(beam.log_probs) for beam in beams],
+            final=True,
+            finish_reasons=[beam.finish_reason for beam in beams],
+            num_input_tokens=len(request.prompt_ids),
+            num_output_tokens=max((len(beam.ids) for beam in beams), default=0),
+            timing=request.timing,
+            batch_index=request.batch_index,
+            sequence_index=request.sequence_index,
+            key=item.key,
+            end_id=item.end_id,
+        )
 
     def _posted_cancellations(self) -> set[int]:
         if self._cancel_board is None:

@@ -144,6 +144,8 @@ def build_engine(
         limits,
         default_end_id=default_end_id,
         generation_config_factory=og.GenerationConfig,
+        structured_output_factory=og.StructuredOutputConfig,
+        stop_criteria={name: getattr(og.StopCriteria, name) for name in ("EARLY", "HEURISTIC")},
         tensor_factory=lambda ids: ov.Tensor(np.asarray([ids], dtype=np.int64)),
         stats_hook=stats_hook,
         cancel_board=cancel_board,

@@ -15,9 +15,12 @@ their ratio, ``acceptance_rate``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgectl.runtime.contract import InvalidRequest
 
@@ -117,6 +120,21 @@ def refuse_unsupported(settings: SpeculativeSettings, beam_width: int, n: int) -
             f"num_return_sequences must be 1 while speculative decoding ({settings.mode}) "
             f"is on, got {n}"
         )
+
+
+def refuse_unsupported_inputs(
+    settings: SpeculativeSettings, lookup: Callable[[str], np.ndarray | None]
+) -> None:
+    """:func:`refuse_unsupported` on the engine step's inputs (``beam_width``,
+    ``num_return_sequences``; the largest value of any batch row counts)."""
+
+    def largest(name: str) -> int:
+        array = lookup(name)
+        if array is None or np.asarray(array).size == 0:
+            return 1
+        return int(np.max(np.asarray(array)))
+
+    refuse_unsupported(settings, largest("beam_width"), largest("num_return_sequences"))
 
 
 @dataclass

@@ -11,11 +11,50 @@ import numpy as np
 
 from edgectl.runtime.contract import InvalidRequest, encode_word_lists
 
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
 
 @dataclass
 class PreprocessLimits:
     max_input_len: int
     max_output_len: int
+
+
+def parse_messages(raw: Any) -> list[dict[str, str]]:
+    """The ``messages`` extension: one JSON string holding ``[{"role", "content"}, ...]``."""
+    import json
+
+    try:
+        messages = json.loads(_as_text(raw, "messages"))
+    except ValueError as err:
+        raise InvalidRequest(f"messages is not valid JSON: {err}") from None
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must be a non-empty JSON list of {role, content} objects")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise InvalidRequest(f"messages[{index}] must be an object with a string content")
+        if message.get("role") not in CHAT_ROLES:
+            raise InvalidRequest(
+                f"messages[{index}].role must be one of {', '.join(CHAT_ROLES)}, "
+                f"got {message.get('role')!r}"
+            )
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def stack_rows(
+    rows: Sequence[dict[str, np.ndarray]], fills: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Per-row tensors -> one batch, ragged ones padded at the end with ``fills[name]``."""
+    stacked = {}
+    for name in rows[0]:
+        arrays = [row[name] for row in rows]
+        width = max(array.shape[-1] for array in arrays)
+        shape = (len(arrays), *arrays[0].shape[:-1], width)
+        batch = np.full(shape, fills.get(name, 0), dtype=arrays[0].dtype)
+        for index, array in enumerate(arrays):
+            batch[index, ..., : array.shape[-1]] = array
+        stacked[name] = batch
+    return stacked
 
 
 def _as_text(value: Any, field: str) -> str:
@@ -48,11 +87,18 @@ class Preprocessor:
     def encode_prompt(self, query: str, apply_chat_template: bool) -> list[int]:
         if not apply_chat_template:
             return self._encode(query)
+        return self.encode_chat([{"role": "user", "content": query}], "apply_chat_template")
+
+    def encode_chat(self, messages: list[dict[str, str]], field: str = "messages") -> list[int]:
+        """Render a conversation with the model's own chat template, then tokenize it."""
         if not getattr(self._tokenizer, "chat_template", None):
-            raise InvalidRequest("apply_chat_template: this model has no chat template")
-        rendered = self._tokenizer.apply_chat_template(
-            [{"role": "user", "content": query}], add_generation_prompt=True, tokenize=False
-        )
+            raise InvalidRequest(f"{field}: this model has no chat template")
+        try:
+            rendered = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        except ValueError as err:  # the template refused the conversation
+            raise InvalidRequest(f"{field}: {err}") from None
         return self._encode(rendered)
 
     def word_ids(self, words: Sequence[Any], field: str) -> list[list[int]]:
@@ -77,14 +123,16 @@ class Preprocessor:
         end_id: int | None = None,
         pad_id: int | None = None,
         apply_chat_template: bool = False,
+        messages: Any = None,
         prompt_ids: list[int] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Tensors for one request (without the batch dimension); raises InvalidRequest.
+        """Tensors for one request row (without the batch dimension); raises InvalidRequest.
 
         ``prompt_ids`` replaces encoding ``query`` (a prompt built elsewhere, e.g. RAG).
         """
-        text = _as_text(query, "text_input")
-        if not text.strip():
+        conversation = parse_messages(messages) if messages is not None else None
+        text = _as_text(query, "text_input") if conversation is None else ""
+        if conversation is None and not text.strip():
             raise InvalidRequest("text_input must not be empty")
         limits = self._limits
         if not 1 <= max_tokens <= limits.max_output_len:
@@ -98,7 +146,12 @@ class Preprocessor:
                 f"text_input is {len(text)} characters; the limit is "
                 f"max_input_len={limits.max_input_len} tokens"
             )
-        ids = self.encode_prompt(text, apply_chat_template) if prompt_ids is None else prompt_ids
+        if prompt_ids is not None:
+            ids = prompt_ids
+        elif conversation is not None:
+            ids = self.encode_chat(conversation)
+        else:
+            ids = self.encode_prompt(text, apply_chat_template)
         if len(ids) > limits.max_input_len:
             raise InvalidRequest(
                 f"text_input is {len(ids)} tokens; "
@@ -112,4 +165,9 @@ class Preprocessor:
             "BAD_WORDS_IDS": encode_word_lists(self.word_ids(bad_words, "bad_words")),
             "OUT_END_ID": np.asarray([self.end_id if end_id is None else end_id], dtype=np.int32),
             "OUT_PAD_ID": np.asarray([self.pad_id if pad_id is None else pad_id], dtype=np.int32),
+            # Decoder-only models: no decoder prompt, no bias, no prompt table.
+            "DECODER_INPUT_ID": np.asarray([self.pad_id], dtype=np.int32),
+            "REQUEST_DECODER_INPUT_LEN": np.asarray([0], dtype=np.int32),
+            "EMBEDDING_BIAS": np.zeros(0, dtype=np.float32),
+            "OUT_PROMPT_TABLE_EXTRA_IDS": np.zeros(0, dtype=np.uint64),
         }

@@ -1,7 +1,8 @@
 """Triton adapter for the CPU engine step (edgectl.runtime.engine).
 
-``execute`` only turns each request into an EngineRequest and queues it; the
-engine's own thread streams responses back through the request's sender.
+``execute`` only turns each request into EngineRequests (one per batch row and
+returned sequence) and queues them; the engine's own thread streams responses
+back through the request's sender.
 """
 
 import logging
@@ -12,7 +13,8 @@ import triton_python_backend_utils as pb_utils
 
 from edgectl.runtime.cancel_board import CancelBoard
 from edgectl.runtime.coalesce import Coalescer
-from edgectl.runtime.contract import InvalidRequest, SamplingParams, decode_word_lists
+from edgectl.runtime.contract import InvalidRequest
+from edgectl.runtime.emission import Emission
 from edgectl.runtime.engine import (
     CANCELLED,
     INTERNAL,
@@ -35,8 +37,10 @@ from edgectl.runtime.metrics import (
     MetricTable,
 )
 from edgectl.runtime.openvino_engine import SchedulerSettings, build_engine
+from edgectl.runtime.request_inputs import RowReader, sequence_requests
+from edgectl.runtime.response_tensors import FanIn, outputs_to_send
 from edgectl.runtime.slots import SlotGate
-from edgectl.runtime.speculative import SpeculativeSettings, refuse_unsupported
+from edgectl.runtime.speculative import SpeculativeSettings, refuse_unsupported_inputs
 from edgectl.runtime.triton_io import model_parameters, parse_bool, scalar
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -55,43 +59,44 @@ def _input(request, name):
     return None if tensor is None else tensor.as_numpy()
 
 
-def _rag_counts(request):
-    """The RAG drop counts preprocessing computed, as this step's outputs (0 when absent)."""
-    tensors = []
-    for name in ("rag_passages_dropped", "rag_tokens_dropped"):
-        value = _input(request, name)
-        count = 0 if value is None else int(np.asarray(value).reshape(-1)[0])
-        tensors.append(pb_utils.Tensor(name, np.asarray([[count]], dtype=np.int32)))
-    return tensors
+# RAG drop counts preprocessing computed, echoed on every response of their row.
+RAG_COUNTS = ("rag_passages_dropped", "rag_tokens_dropped")
 
 
-class _SenderSink:
-    """Delivers engine output as TensorRT-LLM-shaped responses: output_ids [1, beam, n]."""
+def _flag_set(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return tensor is not None and bool(tensor.as_numpy().any())
 
-    def __init__(self, sender, extras=()):
-        self._sender = sender
-        self._extras = list(extras)  # echoed per-request tensors (RAG drop counts)
 
-    def send(self, ids, final, key):
-        output = np.asarray(ids, dtype=np.int32).reshape(1, 1, -1)
-        length = np.asarray([[len(ids)]], dtype=np.int32)
-        response = pb_utils.InferenceResponse(
-            output_tensors=[
-                pb_utils.Tensor("output_ids", output),
-                pb_utils.Tensor("sequence_length", length),
-                pb_utils.Tensor("request_key", np.asarray([[key]], dtype=np.uint64)),
-                *self._extras,
-            ]
-        )
-        self._sender.send(response, flags=FINAL if final else 0)
+def _rag_counts(lookup, rows):
+    """Each row's RAG drop counts as this step's outputs (0 when absent)."""
+    reader = RowReader(lookup, rows)
+    return {
+        row: {
+            name: np.asarray([[reader.value(name, row, int, 0)]], dtype=np.int32)
+            for name in RAG_COUNTS
+        }
+        for row in range(rows)
+    }
 
-    def fail(self, message, kind=INVALID):
+
+def _fan_in(request, count, extras=None):
+    """One response sender shared by the request's engine sequences (rows, samples)."""
+    sender = request.get_response_sender()
+
+    def deliver(tensors, final):
+        outputs = [pb_utils.Tensor(name, value) for name, value in tensors.items()]
+        sender.send(pb_utils.InferenceResponse(output_tensors=outputs), flags=FINAL if final else 0)
+
+    def deliver_error(message, kind):
         code = getattr(pb_utils.TritonError, _ERROR_CODE_NAMES.get(kind, "INTERNAL"))
         error = pb_utils.TritonError(message, code)
-        self._sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+        sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
 
-    def cancelled(self):
-        return self._sender.is_cancelled()
+    requested = outputs_to_send(
+        request.requested_output_names(), lambda name: _flag_set(request, name)
+    )
+    return FanIn(count, deliver, deliver_error, sender.is_cancelled, requested, extras)
 
 
 class TritonPythonModel:
@@ -99,6 +104,7 @@ class TritonPythonModel:
         params = model_parameters(args)
         self.model_name = args["model_name"]
         self.max_input_len = int(params["max_input_len"])
+        self.max_output_len = int(params["max_output_len"])
         self.exclude_input = parse_bool(params["exclude_input_in_output"])
         limits = EngineLimits(
             max_input_len=self.max_input_len,
@@ -161,57 +167,64 @@ class TritonPythonModel:
         if slots is not None:
             self.slot_metrics.publish(slots)
 
-    def _params(self, request):
-        beam_width = scalar(_input(request, "beam_width"), "beam_width", int, 1)
-        n = scalar(_input(request, "num_return_sequences"), "num_return_sequences", int, 1)
-        refuse_unsupported(self.speculative, beam_width, n)
-        if beam_width != 1:
-            raise InvalidRequest(f"beam_width must be 1 on the CPU engine, got {beam_width}")
-        if decode_word_lists(_input(request, "bad_words_list")):
-            raise InvalidRequest("bad_words is not supported by the CPU engine")
-        return SamplingParams(
-            max_new_tokens=scalar(_input(request, "request_output_len"), "max_tokens", int, 0),
-            end_id=scalar(_input(request, "end_id"), "end_id", int, None),
-            top_k=scalar(_input(request, "runtime_top_k"), "top_k", int, 0),
-            top_p=scalar(_input(request, "runtime_top_p"), "top_p", float, 1.0),
-            temperature=scalar(_input(request, "temperature"), "temperature", float, None),
-            seed=scalar(_input(request, "random_seed"), "random_seed", int, None),
-            repetition_penalty=scalar(
-                _input(request, "repetition_penalty"), "repetition_penalty", float, 1.0
-            ),
-            presence_penalty=scalar(
-                _input(request, "presence_penalty"), "presence_penalty", float, 0.0
-            ),
-            frequency_penalty=scalar(
-                _input(request, "frequency_penalty"), "frequency_penalty", float, 0.0
-            ),
-            min_length=scalar(_input(request, "min_length"), "min_length", int, 0),
-            stop_words=decode_word_lists(_input(request, "stop_words_list")),
-            streaming=scalar(_input(request, "streaming"), "stream", bool, False),
-            exclude_input_in_output=scalar(
-                _input(request, "exclude_input_in_output"),
-                "exclude_input_in_output",
-                bool,
-                self.exclude_input,
-            ),
+    def _stop(self, request):
+        """TensorRT-LLM's ``stop``: end the running request with the same id."""
+        if self.coalescer is not None:
+            self.coalescer.stopping(request.request_id())
+        self.engine.stop_request(request.request_id())
+        emission = Emission(
+            ids=[[]],
+            log_probs=[[]],
+            cum_log_probs=[0.0],
+            final=True,
+            finish_reasons=["stop"],
+            num_input_tokens=0,
+            num_output_tokens=0,
         )
+        _fan_in(request, 1).sink().send(emission)
 
-    def _prompt(self, request):
-        ids = np.asarray(_input(request, "input_ids")).reshape(-1)
-        length = scalar(_input(request, "input_lengths"), "input_lengths", int, ids.size)
-        if not 0 < length <= ids.size:
-            raise InvalidRequest(f"input_lengths must be in [1, {ids.size}], got {length}")
-        return [int(i) for i in ids[:length]]
+    def _submit(self, request):
+        def lookup(name):
+            return _input(request, name)
+
+        if scalar(lookup("stop"), "stop", bool, False):
+            self._stop(request)
+            return
+        try:
+            # speculation cannot verify several beams or samples against one draft
+            refuse_unsupported_inputs(self.speculative, lookup)
+            sequences = sequence_requests(lookup, self.exclude_input, self.max_output_len)
+        except InvalidRequest as err:
+            _fan_in(request, 1).sink().fail(str(err), INVALID)
+            return
+        except (ValueError, TypeError, IndexError) as err:  # tensors of a shape we cannot read
+            _fan_in(request, 1).sink().fail(f"malformed request tensors: {err}", INVALID)
+            return
+        rows = 1 + max(sequence.batch_index for sequence in sequences)
+        try:
+            extras = _rag_counts(lookup, rows)
+        except InvalidRequest as err:
+            _fan_in(request, 1).sink().fail(str(err), INVALID)
+            return
+        fan_in = _fan_in(request, len(sequences), extras)
+        # per-request timings cannot come from another request's sequence (coalescing)
+        shareable = not _flag_set(request, "return_perf_metrics")
+        for sequence in sequences:
+            self.submit(
+                EngineRequest(
+                    sequence.prompt_ids,
+                    sequence.params,
+                    fan_in.sink(),
+                    batch_index=sequence.batch_index,
+                    sequence_index=sequence.sequence_index,
+                    request_id=request.request_id(),
+                    shareable=shareable,
+                )
+            )
 
     def execute(self, requests):
         for request in requests:
-            sink = _SenderSink(request.get_response_sender(), _rag_counts(request))
-            try:
-                engine_request = EngineRequest(self._prompt(request), self._params(request), sink)
-            except InvalidRequest as err:
-                sink.fail(str(err))
-                continue
-            self.submit(engine_request)
+            self._submit(request)
         if self.coalescer is not None:  # its counters move here, in execute's thread
             self.coalesce_metrics.publish(self.coalescer.stats)
         return None

@@ -29,17 +29,15 @@ class TritonPythonModel:
     def _decode(self, request):
         tokens = pb_utils.get_input_tensor_by_name(request, "TOKENS_BATCH").as_numpy()
         lengths = pb_utils.get_input_tensor_by_name(request, "SEQUENCE_LENGTH").as_numpy()
-        # tokens: [batch, beam, seq]; lengths: [batch, beam]
-        texts = []
-        for row, row_lengths in zip(tokens, lengths, strict=True):
-            texts.append(
-                [
-                    self.decoder.decode(beam[: int(n)]).encode("utf-8")
-                    for beam, n in zip(row, row_lengths, strict=True)
-                ]
-            )
-        # text_output is [batch, beam] ([-1] per request), as in NVIDIA's postprocessing.
-        output = np.array(texts, dtype=object).reshape(len(texts), -1)
+        # tokens: [batch, beam, seq]; lengths: [batch, beam].  text_output is one flat
+        # [batch x beam] array, as NVIDIA's postprocessing returns it, so that
+        # ``as_numpy("text_output")[0]`` is the first sequence's bytes.
+        texts = [
+            self.decoder.decode(beam[: int(n)]).encode("utf-8")
+            for row, row_lengths in zip(tokens, lengths, strict=True)
+            for beam, n in zip(row, row_lengths, strict=True)
+        ]
+        output = np.array(texts, dtype=object)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", output)])
 
     def _respond(self, request):

@@ -12,7 +12,7 @@ import yaml
 from edgectl.build.builder import build_trtllm, read_manifest
 from edgectl.build.recipe import load_recipe
 from edgectl.deploy.repository import parse_model_config
-from tests.build.conftest import HIDDEN, INTERMEDIATE
+from tests.unit.build.conftest import HIDDEN, INTERMEDIATE
 
 pytest.importorskip("modelopt", reason="the trtllm target needs the build extra (nvidia-modelopt)")
 

@@ -49,6 +49,7 @@ def test_each_recipe_command_carries_its_limits(path):
     assert given["--max_input_len"] == str(target.max_input_len)
     assert given["--max_seq_len"] == str(target.max_seq_len)
     assert given["--max_num_tokens"] == str(target.max_num_tokens)
+    assert given["--max_beam_width"] == str(target.max_beam_width)
     assert given["--kv_cache_type"] == "paged"
     assert given["--use_paged_context_fmha"] == "enable"
     assert given["--remove_input_padding"] == "enable"

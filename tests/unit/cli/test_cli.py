@@ -18,7 +18,9 @@ HEAVY_MODULES = ("torch", "openvino", "openvino_genai", "transformers", "optimum
 
 def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()):
     """Every command and subcommand as the argument path that reaches it."""
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         path = (*prefix, name)
         yield path
         if isinstance(command, click.Group):
@@ -28,7 +30,7 @@ def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()):
 def resolve(path: tuple[str, ...]) -> click.Command:
     command: click.Command = cli
     for name in path:
-        command = command.commands[name]
+        command = command.get_command(click.Context(command), name)
     return command
 
 

@@ -260,6 +260,11 @@ def test_render_returns_helm_template_output(tools):
             "engine-build hook Job failed",
         ),
         (
+            "Error: UPGRADE FAILED: pre-upgrade hooks failed: 1 error occurred:\n"
+            "* job edgectl-engine-build failed: DeadlineExceeded",
+            "ran past its deadline",
+        ),
+        (
             'Error: create: failed to create: namespaces "edge" not found',
             "kubectl create namespace default",
         ),
@@ -385,3 +390,139 @@ def test_option_mistakes_are_usage_errors(args, message):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+# -- engine-build progress while helm waits -------------------------------------------------------
+
+
+def build_listing(job_status: dict, pods: list[dict]) -> dict:
+    job = {
+        "kind": "Job",
+        "metadata": {
+            "name": "edgectl-engine-build",
+            "annotations": {"edgectl.io/build-id": "0123456789ab"},
+        },
+        "status": job_status,
+    }
+    return {"kind": "List", "items": [job, *pods]}
+
+
+def build_pod(phase: str, conditions: list[dict] | None = None, waiting: str = "") -> dict:
+    statuses = [{"state": {"waiting": {"reason": waiting}}}] if waiting else []
+    return {
+        "kind": "Pod",
+        "metadata": {"name": "edgectl-engine-build-x7k2p"},
+        "status": {"phase": phase, "conditions": conditions or [], "containerStatuses": statuses},
+    }
+
+
+UNSCHEDULABLE = build_listing(
+    {"active": 1},
+    [
+        build_pod(
+            "Pending",
+            [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.",
+                }
+            ],
+        )
+    ],
+)
+RUNNING = build_listing({"active": 1}, [build_pod("Running")])
+SUCCEEDED = build_listing(
+    {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}, []
+)
+
+
+def sequenced_kubectl(tools: FakeTools, answers: list[dict]) -> None:
+    """A fake kubectl answering each call with the next listing (the last one repeats)."""
+    answers_file = tools.folder / "answers.json"
+    answers_file.write_text(json.dumps(answers), encoding="utf-8")
+    count = tools.folder / "count"
+    script = (
+        f"#!{sys.executable}\nimport json, sys\nfrom pathlib import Path\n"
+        f"with open({str(tools.log('kubectl'))!r}, 'a') as log:\n"
+        "    log.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        f"count = Path({str(count)!r})\n"
+        "n = int(count.read_text()) if count.exists() else 0\n"
+        "count.write_text(str(n + 1))\n"
+        f"answers = json.loads(Path({str(answers_file)!r}).read_text())\n"
+        "print(json.dumps(answers[min(n, len(answers) - 1)]))\n"
+    )
+    path = tools.folder / "kubectl"
+    path.write_text(script, encoding="utf-8")
+    path.chmod(0o755)
+
+
+def test_deploy_reports_the_build_until_it_succeeds(tools, monkeypatch):
+    monkeypatch.setattr(k8s, "BUILD_POLL_S", 0.2)
+    tools.add("helm", stdout="NOTES:\n", sleep=2.5)
+    sequenced_kubectl(tools, [UNSCHEDULABLE, UNSCHEDULABLE, RUNNING, SUCCEEDED])
+    messages: list[str] = []
+    report = k8s.deploy(config("k8s.kube_context=edge-site-1"), messages.append)
+    assert report == "NOTES:\n"
+    builds = [message for message in messages if message.startswith("engine build")]
+    assert builds == [
+        "engine build 0123456789ab: pod edgectl-engine-build-x7k2p Pending (Unschedulable: "
+        "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.)",
+        "engine build 0123456789ab: pod edgectl-engine-build-x7k2p Running",
+        "engine build 0123456789ab: succeeded",
+    ]  # each change once
+    call = tools.calls("kubectl")[0]
+    assert call[:2] == ["get", "jobs,pods"]
+    selector = call[call.index("--selector") + 1]
+    assert selector == "app.kubernetes.io/instance=edgectl,app.kubernetes.io/component=engine-build"
+    assert call[-2:] == ["--context", "edge-site-1"]
+
+
+def test_deploy_without_a_build_job_reports_nothing_more(tools, monkeypatch):
+    monkeypatch.setattr(k8s, "BUILD_POLL_S", 0.2)
+    tools.add("helm", stdout="NOTES:\n", sleep=1)
+    tools.add("kubectl", stdout=json.dumps({"kind": "List", "items": []}))
+    messages: list[str] = []
+    k8s.deploy(config(), messages.append)
+    assert not [message for message in messages if "engine build" in message]
+    assert len(tools.calls("kubectl")) >= 2
+
+
+def test_build_progress_is_given_up_quietly_once_kubectl_fails(tools, monkeypatch):
+    monkeypatch.setattr(k8s, "BUILD_POLL_S", 0.2)
+    tools.add("helm", stdout="NOTES:\n", sleep=1)
+    tools.add("kubectl", stderr="error: You must be logged in to the server", code=1)
+    messages: list[str] = []
+    assert k8s.deploy(config(), messages.append) == "NOTES:\n"
+    failures = [message for message in messages if "progress not available" in message]
+    assert len(failures) == 1 and "logged in" in failures[0]
+    assert len(tools.calls("kubectl")) == 1
+
+
+def test_failed_build_says_why():
+    listing = build_listing(
+        {
+            "failed": 3,
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline",
+                }
+            ],
+        },
+        [],
+    )
+    assert k8s.describe_build(listing) == (
+        "engine build 0123456789ab: failed (DeadlineExceeded: Job was active longer than "
+        "specified deadline)"
+    )
+
+
+# A tiny helm timeout still gets the schema's 60 s floor.
+@pytest.mark.parametrize(("timeout", "deadline"), [(1800, 1740), (7200, 7140), (30, 60)])
+def test_build_deadline_ends_before_helms_timeout(timeout, deadline):
+    values = k8s.chart_values(config(f"k8s.helm_timeout_s={timeout}"))
+    assert values["modelRepository"]["engineBuild"]["activeDeadlineSeconds"] == deadline

@@ -17,7 +17,7 @@ from edgectl.deploy.repository import (
 from edgectl.errors import EdgectlError
 
 ENGINE = EngineConfig(max_batch_size=8, max_input_len=256, max_output_len=128)
-PLAIN_NAMES = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble")
+PLAIN_NAMES = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "tensorrt_llm_bls")
 
 ENGINES = ["cpu", "trtllm"]
 
@@ -133,13 +133,13 @@ def wiring_problems(configs: dict[str, mc.ModelConfig], ensemble_name: str) -> l
 # -- rendering --------------------------------------------------------------------------------
 
 
-def test_cpu_render_creates_the_four_models(tmp_path):
+def test_cpu_render_creates_the_five_models(tmp_path):
     repo = render(tmp_path, served("cpu"))
     assert sorted(path.name for path in repo.iterdir()) == sorted(PLAIN_NAMES)
     for name in PLAIN_NAMES:
         assert (repo / name / "config.pbtxt").is_file()
         assert (repo / name / "1").is_dir()
-    for name in ("preprocessing", "tensorrt_llm", "postprocessing"):  # python backends
+    for name in ("preprocessing", "tensorrt_llm", "postprocessing", "tensorrt_llm_bls"):
         assert (repo / name / "1" / "model.py").is_file()
     assert not (tmp_path / "repo.partial").exists()
 
@@ -222,6 +222,7 @@ def test_named_model_renders_prefixed_composing_models(tmp_path):
             "smollm2-int4_preprocessing",
             "smollm2-int4_tensorrt_llm",
             "smollm2-int4_postprocessing",
+            "smollm2-int4_tensorrt_llm_bls",
         ]
     )
     steps = configs["smollm2-int4"].ensemble_scheduling.step
@@ -234,7 +235,7 @@ def test_named_model_renders_prefixed_composing_models(tmp_path):
 
 def test_two_models_render_side_by_side(tmp_path):
     configs = load_configs(render(tmp_path, served("cpu"), served("cpu", "smollm2-int4")))
-    assert len(configs) == 8
+    assert len(configs) == 10
     assert wiring_problems(configs, "ensemble") == []
     assert wiring_problems(configs, "smollm2-int4") == []
     engines = ("tensorrt_llm", "smollm2-int4_tensorrt_llm")
@@ -310,3 +311,32 @@ def test_preprocessing_dynamic_batching_can_be_switched_off(tmp_path: Path, enab
     assert config.HasField("dynamic_batching") is enabled
     if enabled:
         assert config.dynamic_batching.max_queue_delay_microseconds == 250
+
+
+def test_unary_mode_puts_a_unary_front_before_the_decoupled_cpu_engine(tmp_path):
+    unary = EngineConfig(max_batch_size=8, max_input_len=256, max_output_len=128, decoupled=False)
+    configs = load_configs(render(tmp_path, served("cpu"), engine=unary))
+    front, engine = configs["tensorrt_llm"], configs["tensorrt_llm_decoupled"]
+    assert not front.model_transaction_policy.decoupled
+    assert engine.model_transaction_policy.decoupled
+    assert parameters(front)["engine_model"] == "tensorrt_llm_decoupled"
+    assert front.instance_group[0].count == unary.front_instances
+    assert inputs(front).keys() == inputs(engine).keys()
+    assert outputs(front).keys() == outputs(engine).keys()
+    assert not configs["tensorrt_llm_bls"].model_transaction_policy.decoupled
+    assert wiring_problems(configs, "ensemble") == []
+
+
+@pytest.mark.parametrize("decoupled", [True, False])
+def test_gpu_engine_step_follows_decoupled_mode(tmp_path, decoupled):
+    mode = EngineConfig(
+        max_batch_size=8, max_input_len=256, max_output_len=128, decoupled=decoupled
+    )
+    configs = load_configs(render(tmp_path, served("trtllm"), engine=mode))
+    assert configs["tensorrt_llm"].model_transaction_policy.decoupled is decoupled
+    assert configs["tensorrt_llm_bls"].model_transaction_policy.decoupled is decoupled
+
+
+def test_gpu_engine_step_takes_the_engines_beam_width(tmp_path):
+    repo = render_repository([served("trtllm")], ENGINE, tmp_path / "repo", {"max_beam_width": "4"})
+    assert parameters(load_configs(repo)["tensorrt_llm"])["max_beam_width"] == "4"

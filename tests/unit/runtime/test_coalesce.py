@@ -50,10 +50,10 @@ def test_a_late_joiner_gets_what_was_already_sent_then_the_rest(running):
 
 def test_requests_that_could_differ_are_never_merged(running):
     greedy = request()
-    assert request_key(request(temperature=0.8)) is None  # sampled without a seed
-    assert request_key(request(temperature=0.8, seed=3)) is not None
-    assert request_key(request(temperature=0.8, seed=3)) != request_key(
-        request(temperature=0.8, seed=4)
+    assert request_key(request(temperature=0.8, top_p=0.9)) is None  # sampled without a seed
+    assert request_key(request(temperature=0.8, top_p=0.9, seed=3)) is not None
+    assert request_key(request(temperature=0.8, top_p=0.9, seed=3)) != request_key(
+        request(temperature=0.8, top_p=0.9, seed=4)
     )
     for different in (
         request(max_new_tokens=8),
@@ -117,6 +117,69 @@ def test_sampled_requests_are_not_cached_even_with_a_seed(running):
     engine = running(pipeline)
     coalescer = Coalescer(engine.submit, cache_size=4)
     for _ in range(2):
-        coalescer.submit(sampled := request(max_new_tokens=4, temperature=0.7, seed=1))
+        coalescer.submit(sampled := request(max_new_tokens=4, temperature=0.7, top_p=0.9, seed=1))
         sampled.sink.wait()
+    assert coalescer.stats.response_cache_hits == 0 and len(pipeline.handles) == 2
+
+
+def test_every_field_that_changes_the_output_separates_requests():
+    greedy = request()
+    for different in (
+        request(beam_width=2),
+        request(num_return_sequences=2, top_p=0.9, seed=1),
+        request(return_log_probs=True),
+        request(ignore_eos=True),
+        request(guide_type="json"),
+        request(guide_type="regex", guide="[a-z]+"),
+        request(exclude_input_in_output=False),
+        request(min_length=3),
+    ):
+        assert request_key(different) != request_key(greedy)
+    second = request()
+    second.sequence_index = 1  # the n-th sample: its seed is offset by its index
+    assert request_key(second) != request_key(greedy)
+    named = request()
+    named.request_id = "a"  # a later stop request names it
+    assert request_key(named) != request_key(greedy)
+    timed = request()
+    timed.shareable = False  # asks for its own timings (return_perf_metrics)
+    assert request_key(timed) is None
+
+
+def test_each_client_gets_its_own_batch_index(running):
+    pipeline = FakePipeline([SCRIPT])
+    gate = threading.Event()
+    pipeline.on_step = lambda step: gate.wait(5)
+    engine = running(pipeline)
+    coalescer = Coalescer(engine.submit)
+    first, second = request(max_new_tokens=4), request(max_new_tokens=4)
+    second.batch_index = 3  # the fourth row of a batched request
+    coalescer.submit(first)
+    coalescer.submit(second)
+    gate.set()
+    assert first.sink.wait().ids == second.sink.wait().ids == SCRIPT[:4]
+    assert len(pipeline.handles) == 1
+    assert {e.batch_index for e in first.sink.emissions} == {0}
+    assert {e.batch_index for e in second.sink.emissions} == {3}
+
+
+def test_an_answer_cut_short_by_a_stop_request_is_not_cached(running):
+    pipeline = FakePipeline([SCRIPT, SCRIPT])
+    engine = running(pipeline)
+    coalescer = Coalescer(engine.submit, cache_size=4)
+    stopped = request(max_new_tokens=12)
+    stopped.request_id = "r1"
+
+    def stop(step):
+        if step == 2:
+            coalescer.stopping("r1")
+            engine.stop_request("r1")
+
+    pipeline.on_step = stop
+    coalescer.submit(stopped)
+    assert len(stopped.sink.wait().ids) < 12
+    pipeline.on_step = lambda step: None
+    again = request(max_new_tokens=12)
+    coalescer.submit(again)
+    assert again.sink.wait().ids == SCRIPT[:12]
     assert coalescer.stats.response_cache_hits == 0 and len(pipeline.handles) == 2

@@ -100,7 +100,6 @@ def test_default_params_are_valid():
     [
         ({"max_new_tokens": 0}, "max_tokens"),
         ({"max_new_tokens": MAX_OUTPUT_LEN + 1}, "max_tokens"),
-        ({"top_p": 0.0}, "top_p"),
         ({"top_p": 1.5}, "top_p"),
         ({"top_p": math.nan}, "top_p"),
         ({"temperature": -0.1}, "temperature"),
@@ -116,6 +115,17 @@ def test_default_params_are_valid():
         ({"min_length": 17}, "min_length"),
         ({"min_length": -1}, "min_length"),
         ({"end_id": -1}, "end_id"),
+        ({"beam_width": 0}, "beam_width"),
+        ({"beam_width": 9}, "beam_width"),
+        ({"beam_width": 2, "num_return_sequences": 3}, "num_return_sequences"),
+        ({"num_return_sequences": 0}, "num_return_sequences"),
+        ({"beam_width": 2, "repetition_penalty": 1.2}, "repetition_penalty"),
+        ({"beam_width": 2, "presence_penalty": 0.5}, "presence_penalty"),
+        ({"guide_type": "xml", "guide": "x"}, "guided_decoding_guide_type"),
+        ({"guide_type": "regex"}, "guided_decoding_guide"),
+        ({"guide_type": "json_schema", "guide": "{not json"}, "guided_decoding_guide"),
+        ({"guide": "[0-9]+"}, "guided_decoding_guide_type"),
+        ({"seed": -1}, "seed"),
     ],
 )
 def test_validate_names_the_out_of_range_field(overrides, field):
@@ -131,15 +141,38 @@ def test_max_tokens_message_states_the_limit():
 @pytest.mark.parametrize(
     ("overrides", "greedy"),
     [
+        # TensorRT-LLM: top_k 0 and top_p unset (<= 0) is greedy, whatever the temperature
         ({}, True),
-        ({"temperature": 0.0}, True),
-        ({"temperature": 0.0, "top_p": 0.9, "top_k": 40}, True),
+        ({"top_k": 0, "top_p": 0.0}, True),
+        ({"top_k": 0, "top_p": -1.0}, True),
+        ({"temperature": 0.7}, True),
         ({"top_k": 1}, True),
-        ({"top_k": 1, "temperature": 0.7}, True),
-        ({"temperature": 0.7}, False),
-        ({"top_p": 0.9}, False),
+        ({"top_k": 1, "top_p": 0.0}, True),
+        ({"top_k": 1, "top_p": 0.9, "temperature": 0.7}, True),
+        ({"temperature": 0.0, "top_p": 0.9, "top_k": 40}, True),
+        # sampling: top-k with p unset means p = 1; any p in (0, 1] is nucleus sampling
         ({"top_k": 40}, False),
+        ({"top_k": 40, "top_p": 0.0}, False),
+        ({"top_p": 0.9}, False),
+        ({"top_k": 0, "top_p": 1.0}, False),
     ],
 )
-def test_greedy(overrides, greedy):
+def test_greedy_follows_tensorrt_llm(overrides, greedy):
     assert params(**overrides).greedy is greedy
+
+
+@pytest.mark.parametrize(("top_p", "effective"), [(0.0, 1.0), (-0.5, 1.0), (0.3, 0.3), (1.0, 1.0)])
+def test_unset_top_p_samples_without_a_nucleus_cut(top_p, effective):
+    assert params(top_k=40, top_p=top_p).effective_top_p == effective
+
+
+def test_returned_sequences_default_to_the_beam_width():
+    assert params().sequences == 1
+    assert params(beam_width=3).sequences == 3
+    assert params(beam_width=3, num_return_sequences=2).sequences == 2
+    assert params(num_return_sequences=4).sequences == 4
+
+
+def test_beam_search_with_neutral_penalties_and_a_guide_of_any_json_is_valid():
+    params(beam_width=4, num_return_sequences=4, length_penalty=1.0).validate(MAX_OUTPUT_LEN)
+    params(guide_type="json").validate(MAX_OUTPUT_LEN)

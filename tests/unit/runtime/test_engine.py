@@ -12,6 +12,7 @@ import pytest
 from edgectl.runtime.cancel_board import CancelBoard
 from edgectl.runtime.contract import SamplingParams
 from edgectl.runtime.detokenize import REPLACEMENT_CHAR, AnchoredDecoder, find_anchor_id
+from edgectl.runtime.emission import Emission
 from edgectl.runtime.engine import (
     INVALID,
     UNAVAILABLE,
@@ -109,18 +110,21 @@ class RecordingSink:
     def __init__(self, cancelled: bool = False) -> None:
         self.responses: list[tuple[list[int], bool]] = []
         self.keys: set[int] = set()
+        self.emissions: list[Emission] = []
         self.failures: list[str] = []
         self.kinds: list[str] = []
         self.is_cancelled = cancelled
         self.late: list[object] = []  # anything delivered after the request was finished
         self.done = threading.Event()
 
-    def send(self, ids: list[int], final: bool, key: int) -> None:
-        self.keys.add(key)
+    def send(self, emission: Emission) -> None:
+        self.keys.add(emission.key)
+        self.emissions.append(emission)
+        ids = emission.ids[0]
         if self.done.is_set():
             self.late.append(ids)
-        self.responses.append((list(ids), final))
-        if final:
+        self.responses.append((list(ids), emission.final))
+        if emission.final:
             self.done.set()
 
     def fail(self, message: str, kind: str = INVALID) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from edgectl.config import load_config
@@ -17,6 +18,7 @@ from edgectl.runtime.speculative import (
     check_draft,
     pipeline_properties,
     refuse_unsupported,
+    refuse_unsupported_inputs,
 )
 
 LOOKUP = SpeculativeSettings(mode="prompt_lookup", num_assistant_tokens=4, max_ngram_size=2)
@@ -86,3 +88,20 @@ def test_acceptance_counts_drafts_per_step_and_kept_tokens() -> None:
     stats = speculation.stats
     assert (stats.total_draft_tokens, stats.total_accepted_draft_tokens) == (10, 5)
     assert stats.as_dict()["acceptance_rate"] == pytest.approx(0.5)
+
+
+def test_engine_step_inputs_are_checked_row_by_row() -> None:
+    def lookup_of(**tensors):
+        return lambda name: tensors.get(name)
+
+    refuse_unsupported_inputs(LOOKUP, lookup_of())
+    refuse_unsupported_inputs(LOOKUP, lookup_of(beam_width=np.asarray([1, 1], np.int32)))
+    with pytest.raises(InvalidRequest, match="beam_width must be 1 .* got 2"):
+        refuse_unsupported_inputs(LOOKUP, lookup_of(beam_width=np.asarray([1, 2], np.int32)))
+    with pytest.raises(InvalidRequest, match="num_return_sequences must be 1 .* got 3"):
+        refuse_unsupported_inputs(
+            LOOKUP, lookup_of(num_return_sequences=np.asarray([[3]], np.int32))
+        )
+    refuse_unsupported_inputs(
+        SpeculativeSettings(), lookup_of(beam_width=np.asarray([4], np.int32))
+    )

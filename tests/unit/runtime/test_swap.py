@@ -265,7 +265,8 @@ def test_the_front_has_the_backing_ensembles_io_and_is_decoupled(tmp_path):
     p = SwapPlan("p", 1.0, 5.0, 1.0, [SwapModel("m", "m_backing", ["m_backing"], 1.0, 1, 1)])
     out = _render(p, [backing], _config(), tmp_path)
     assert sorted(d.name for d in out.iterdir()) == [
-        "m", "m_backing", "m_postprocessing", "m_preprocessing", "m_tensorrt_llm"
+        "m", "m_backing", "m_postprocessing", "m_preprocessing", "m_tensorrt_llm",
+        "m_tensorrt_llm_bls",
     ]  # fmt: skip
     front = parse_model_config((out / "m" / "config.pbtxt").read_text(), "front")
     ensemble = parse_model_config((out / "m_backing" / "config.pbtxt").read_text(), "ensemble")

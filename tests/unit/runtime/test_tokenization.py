@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
 from edgectl.runtime.contract import InvalidRequest, decode_word_lists
-from edgectl.runtime.tokenization import PreprocessLimits, Preprocessor
+from edgectl.runtime.tokenization import PreprocessLimits, Preprocessor, stack_rows
 
 LIMITS = PreprocessLimits(max_input_len=12, max_output_len=64)
 END_ID, PAD_ID = 0, 1
@@ -16,7 +19,11 @@ OUTPUT_KEYS = {
     "BAD_WORDS_IDS",
     "OUT_END_ID",
     "OUT_PAD_ID",
+    "DECODER_INPUT_ID",
+    "REQUEST_DECODER_INPUT_LEN",
 }
+# Decoder-only placeholders NVIDIA's preprocessing also returns (empty: nothing set).
+EMPTY_KEYS = {"EMBEDDING_BIAS": np.float32, "OUT_PROMPT_TABLE_EXTRA_IDS": np.uint64}
 
 
 @pytest.fixture
@@ -26,8 +33,11 @@ def pre(bpe) -> Preprocessor:
 
 def test_prepare_outputs_int32_tensors_with_the_contract_names(pre, bpe):
     out = pre.prepare("Hello world", max_tokens=8)
-    assert set(out) == OUTPUT_KEYS
-    assert all(array.dtype == np.int32 for array in out.values())
+    assert set(out) == OUTPUT_KEYS | set(EMPTY_KEYS)
+    assert all(out[name].dtype == np.int32 for name in OUTPUT_KEYS)
+    for name, dtype in EMPTY_KEYS.items():
+        assert out[name].dtype == dtype and out[name].size == 0
+    assert out["REQUEST_DECODER_INPUT_LEN"].tolist() == [0]
     ids = bpe.encode("Hello world")
     assert out["INPUT_ID"].tolist() == ids
     assert out["REQUEST_INPUT_LEN"].tolist() == [len(ids)]
@@ -118,3 +128,38 @@ def test_chat_template_counts_towards_max_input_len(chat_bpe):
     assert len(chat_bpe.encode("Hi")) <= LIMITS.max_input_len
     with pytest.raises(InvalidRequest, match="max_input_len=12"):
         pre.prepare("Hi", max_tokens=8, apply_chat_template=True)
+
+
+def test_messages_render_every_turn_with_the_chat_template(chat_bpe):
+    pre = Preprocessor(chat_bpe, PreprocessLimits(64, 64), end_id=END_ID, pad_id=PAD_ID)
+    messages = json.dumps(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    )
+    out = pre.prepare("ignored", max_tokens=8, messages=messages)
+    expected = "<system>Be brief.</system><user>Hi</user><assistant>"
+    assert out["INPUT_ID"].tolist() == chat_bpe.encode(expected)
+
+
+@pytest.mark.parametrize(
+    ("messages", "fragment"),
+    [
+        ("not json", "messages is not valid JSON"),
+        ("[]", "non-empty JSON list"),
+        ('[{"role": "user"}]', "messages[0] must be an object with a string content"),
+        ('[{"role": "robot", "content": "x"}]', "messages[0].role must be one of"),
+    ],
+)
+def test_malformed_messages_are_refused_by_name(chat_bpe, messages, fragment):
+    pre = Preprocessor(chat_bpe, PreprocessLimits(64, 64), end_id=END_ID, pad_id=PAD_ID)
+    with pytest.raises(InvalidRequest, match=re.escape(fragment)):
+        pre.prepare("", max_tokens=8, messages=messages)
+
+
+def test_rows_stack_into_a_padded_batch():
+    rows = [
+        {"INPUT_ID": np.asarray([1, 2, 3], dtype=np.int32), "LEN": np.asarray([3])},
+        {"INPUT_ID": np.asarray([4], dtype=np.int32), "LEN": np.asarray([1])},
+    ]
+    batch = stack_rows(rows, {"INPUT_ID": 9})
+    assert batch["INPUT_ID"].tolist() == [[1, 2, 3], [4, 9, 9]]
+    assert batch["LEN"].tolist() == [[3], [1]]

@@ -58,6 +58,7 @@ def trtllm_build_command(recipe: Recipe, checkpoint: str, engine: str) -> list[s
         "--max_input_len", str(target.max_input_len),
         "--max_seq_len", str(target.max_seq_len),
         "--max_num_tokens", str(target.max_num_tokens),
+        "--max_beam_width", str(target.max_beam_width),
         "--kv_cache_type", "paged" if target.paged_kv_cache else "continuous",
         "--use_paged_context_fmha", _enable(target.use_paged_context_fmha),
         "--remove_input_padding", "enable",

@@ -57,5 +57,44 @@ def render_trtllm_repository(
         end_id=serving.end_id,
         pad_id=serving.pad_id,
     )
-    serving_values = trtllm_serving_values(target.serving)
+    serving_values = {
+        **trtllm_serving_values(target.serving),
+        "max_beam_width": str(target.max_beam_width),
+    }
     return render_repository([model], engine, folder / "model_repository", serving_values)
+
+
+LLMAPI_TEMPLATE = "llmapi_tensorrt_llm"
+HF_CHECKPOINT_DIR = "hf_checkpoint"
+
+
+def llmapi_settings(recipe: Recipe, served_from: Path, decoupled: bool) -> dict:
+    """``model.yaml`` of NVIDIA's LLM-API model: ``tensorrt_llm.LLM`` arguments + Triton's."""
+    target = recipe.trtllm
+    return {
+        "model": str(served_from / HF_CHECKPOINT_DIR),
+        "tokenizer": str(served_from / "tokenizer"),
+        "backend": "pytorch",
+        "tensor_parallel_size": target.tp_size,
+        "pipeline_parallel_size": target.pp_size,
+        "triton_config": {"max_batch_size": 0, "decoupled": decoupled},
+    }
+
+
+def render_llmapi_repository(
+    recipe: Recipe, folder: Path, served_from: Path, decoupled: bool = True
+) -> Path:
+    """A repository holding one ``tensorrt_llm`` LLM-API model (it replaces the ensemble)."""
+    import yaml
+
+    from edgectl.deploy.repository import TEMPLATES, _render_one
+
+    out = folder / "model_repository"
+    out.mkdir(parents=True)
+    values = {"engine_name": "tensorrt_llm", "decoupled": "true" if decoupled else "false"}
+    _render_one(TEMPLATES / LLMAPI_TEMPLATE, out / "tensorrt_llm", values)
+    settings = llmapi_settings(recipe, served_from, decoupled)
+    (out / "tensorrt_llm" / "1" / "model.yaml").write_text(
+        yaml.safe_dump(settings, sort_keys=False), encoding="utf-8"
+    )
+    return out
