@@ -129,7 +129,6 @@ class _Shared:
         final = emission.final
         with self._lock:
             self._sent.append(emission)
-            self.closed = final
             for private, (request, client) in list(self._clients.items()):
                 try:
                     client.send(_for_client(emission, request, private))
@@ -137,9 +136,12 @@ class _Shared:
                     log.debug("dropping a coalesced client", exc_info=True)
                     del self._clients[private]
             gone = not self._clients
+            self.closed = final or gone
         if final:
             self._owner.finished(self._key, self, self._sent if self.cacheable else None)
         elif gone:
+            # the engine drops the sequence: a later identical request must start anew
+            self._owner.finished(self._key, self, None)
             raise RuntimeError("every client of the shared sequence is gone")
 
     def fail(self, message: str, kind: str = "invalid_argument") -> None:

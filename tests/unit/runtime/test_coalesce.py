@@ -8,6 +8,7 @@ from edgectl.runtime.cancel_board import CancelBoard
 from edgectl.runtime.coalesce import Coalescer, request_key
 from tests.unit.runtime.test_engine import (
     LIMITS,
+    ExplodingSink,
     FakeClock,
     FakePipeline,
     request,
@@ -183,3 +184,16 @@ def test_an_answer_cut_short_by_a_stop_request_is_not_cached(running):
     coalescer.submit(again)
     assert again.sink.wait().ids == SCRIPT[:12]
     assert coalescer.stats.response_cache_hits == 0 and len(pipeline.handles) == 2
+
+
+def test_a_sequence_every_client_left_is_not_joined_again(running):
+    pipeline = FakePipeline([SCRIPT, SCRIPT])
+    engine = running(pipeline)
+    coalescer = Coalescer(engine.submit)
+    broken = request(streaming=True, sink=ExplodingSink())
+    coalescer.submit(broken)
+    wait_until(lambda: pipeline.handles and pipeline.handles[0].cancelled)
+    later = request(streaming=True)
+    coalescer.submit(later)
+    assert later.sink.wait().ids == SCRIPT
+    assert len(pipeline.handles) == 2
