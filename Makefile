@@ -9,7 +9,7 @@ EDGECTL := $(BIN)/edgectl
 RECIPE ?= build/smollm2-135m-int8.yaml
 PROMPT ?= What is the capital of France?
 
-.PHONY: install demo test test-slow lint chart bench bench-openai aiperf report loadtest clean
+.PHONY: install demo test test-slow lint chart bench bench-openai aiperf report loadtest clean latency-bench peer-bench
 
 install: $(STAMP) $(TOOLS_STAMP)
 
@@ -95,3 +95,12 @@ loadtest: $(STAMP)
 clean:
 	-$(EDGECTL) stop
 	rm -rf .edgectl
+
+# Speculative decoding, prefix reuse and coalescing, side by side (not part of `make test`).
+latency-bench: $(STAMP)
+	$(BIN)/python -m benchmarks.latency_techniques
+
+# Our ensemble vs llama.cpp's llama-server (built once from the llama-cpp-python sdist
+# into ~/.cache/edgectl/peer, outside git), same model and prompts (not part of `make test`).
+peer-bench: $(STAMP)
+	$(BIN)/python -m benchmarks.peer.peer_bench

@@ -46,6 +46,7 @@ class GenerateRequest:
     end_id: int | None = None
     apply_chat_template: bool = False
     exclude_input_in_output: bool | None = None
+    rag_passages: list[str] = field(default_factory=list)  # retrieved context, best first
 
     def inputs(self) -> dict[str, Any]:
         """Only the inputs that are set, so server defaults apply to the rest."""
@@ -70,12 +71,17 @@ class GenerateRequest:
             values["top_p"] = 1.0
         if self.stop_words:
             values["stop_words"] = list(self.stop_words)
+        if self.rag_passages:
+            values["rag_passages"] = list(self.rag_passages)
+            values["rag_question"] = self.text_input
         return values
 
 
 _GRPC_TYPES = {
     "text_input": ("BYTES", object),
     "stop_words": ("BYTES", object),
+    "rag_passages": ("BYTES", object),
+    "rag_question": ("BYTES", object),
     "max_tokens": ("INT32", np.int32),
     "end_id": ("INT32", np.int32),
     "top_k": ("INT32", np.int32),

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgectl.errors import EdgectlError
 
@@ -52,6 +59,24 @@ class ServerConfig(_Strict):
     log_verbose: int = Field(0, ge=0, le=3)
 
 
+class SpeculativeConfig(_Strict):
+    """Speculative decoding in the CPU engine step, fixed when the pipeline is built."""
+
+    mode: Literal["none", "prompt_lookup", "draft"] = "none"
+    num_assistant_tokens: int = Field(5, ge=1, le=32)
+    max_ngram_size: int = Field(3, ge=1, le=16)
+    draft: Path | None = None  # a built CPU artifact with the target's tokenizer
+
+    @model_validator(mode="after")
+    def _draft_named(self) -> SpeculativeConfig:
+        if self.mode == "draft":
+            if self.draft is None:
+                raise ValueError("mode draft needs draft: the folder of a built CPU model")
+            if not (Path(self.draft).expanduser() / "openvino_model.xml").is_file():
+                raise ValueError(f"draft {self.draft} is not a built CPU model folder")
+        return self
+
+
 class EngineConfig(_Strict):
     """Limits and scheduler settings rendered into the model repository."""
 
@@ -80,6 +105,13 @@ class EngineConfig(_Strict):
     # (0 = off: float activations); KV-cache element type (None = the artifact's own).
     dynamic_quantization_group_size: int = Field(32, ge=0, le=4096)
     kv_cache_precision: Literal["u8", "f16", "f32"] | None = None
+    speculative: SpeculativeConfig = SpeculativeConfig()
+    rag_template: Literal["zero_shot", "few_shot"] = "zero_shot"
+    rag_reserve_tokens: int = Field(8, ge=0)
+    coalesce: bool = False  # on: identical greedy/seeded requests in flight share a sequence
+    response_cache_size: int = Field(0, ge=0, le=100_000)  # 0: off
+    response_cache_ttl_s: float = Field(60.0, gt=0)
+    inference_precision: Literal["f32", "bf16"] = "f32"  # CPU compute precision hint
 
 
 class ModelConfig(_Strict):

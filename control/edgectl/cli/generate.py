@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -25,6 +27,14 @@ from edgectl.cli.context import Context, pass_context
 @click.option("--seed", type=int, help="Random seed for sampling.")
 @click.option("--stop", "stop_words", multiple=True, help="Stop word (repeatable).")
 @click.option("--raw", is_flag=True, help="Send PROMPT as is, without the chat template.")
+@click.option(
+    "--context",
+    "context_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Passages for a RAG answer: a text file (blank lines separate passages) or a "
+    "JSON list of strings; PROMPT is the question. Passages over the token budget are "
+    "dropped whole from the end.",
+)
 @pass_context
 def generate(
     ctx: Context,
@@ -39,6 +49,7 @@ def generate(
     seed: int | None,
     stop_words: tuple[str, ...],
     raw: bool,
+    context_file: Path | None,
 ) -> None:
     """Generate a completion for PROMPT through the ensemble."""
     from edgectl.client import GenerateRequest
@@ -47,6 +58,7 @@ def generate(
         text_input=prompt, max_tokens=max_tokens, stream=stream, temperature=temperature,
         top_k=top_k, top_p=top_p, random_seed=seed, stop_words=list(stop_words),
         apply_chat_template=not raw,
+        rag_passages=read_passages(context_file) if context_file else [],
     )  # fmt: skip
     pieces = ctx.client().generate(
         model or ctx.config.model.name, request, protocol or ctx.config.client.protocol
@@ -55,3 +67,16 @@ def generate(
         click.echo(piece, nl=False)
         sys.stdout.flush()
     click.echo()
+
+
+def read_passages(path: Path) -> list[str]:
+    """Passages from a JSON list of strings or from blank-line-separated text."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        passages = json.loads(text)
+        if not isinstance(passages, list) or not all(isinstance(p, str) for p in passages):
+            raise click.BadParameter(
+                f"{path} must hold a JSON list of strings", param_hint="--context"
+            )
+        return passages
+    return [block.strip() for block in text.split("\n\n") if block.strip()]

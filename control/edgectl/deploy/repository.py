@@ -112,30 +112,71 @@ def template_values(model: ServedModel, engine: EngineConfig, run_dir: Path) -> 
         "max_beam_width": "1",  # a TensorRT-LLM build overrides it with the engine's own
         "dynamic_quantization_group_size": str(engine.dynamic_quantization_group_size),
         "kv_cache_precision": engine.kv_cache_precision or "",
+        **cpu_step_values(engine),
     }
+
+
+# RAG drop counts: preprocessing -> CPU engine step (echoed on its responses) -> ensemble.
+# An ensemble output may only come from one decoupled origin, so the counts ride through
+# the engine step; NVIDIA's GPU backend cannot echo them, so that ensemble lacks them.
+RAG_COUNTS = ("rag_passages_dropped", "rag_tokens_dropped")
 
 
 def engine_extension_values(cpu: bool) -> dict[str, str]:
     """Ensemble lines for the CPU engine step's extensions (ignore_eos, finish_reason,
-    request_key); NVIDIA's GPU backend has no such tensors, so they are left out there."""
+    request_key, the RAG drop counts); NVIDIA's GPU backend has no such tensors, so they
+    are left out there."""
     if not cpu:
         return {
             "ensemble_engine_extension_inputs": "",
             "ensemble_engine_extension_outputs": "",
             "engine_extension_maps": "",
+            "preprocessing_extension_maps": "",
         }
+    rag_outputs = "".join(
+        f',\n  {{ name: "{name}" data_type: TYPE_INT32 dims: [ 1 ] }}' for name in RAG_COUNTS
+    )
+    rag_maps = "".join(
+        f'input_map {{ key: "{name}" value: "_{name.upper()}" }} '
+        f'output_map {{ key: "{name}" value: "{name}" }} '
+        for name in RAG_COUNTS
+    )
     return {
         "ensemble_engine_extension_inputs": (
             'input [ { name: "ignore_eos" data_type: TYPE_BOOL dims: [ 1 ] optional: true } ]'
         ),
         "ensemble_engine_extension_outputs": (
-            'output [ { name: "finish_reason" data_type: TYPE_STRING dims: [ -1 ] } ]'
+            'output [\n  { name: "finish_reason" data_type: TYPE_STRING dims: [ -1 ] }'
+            f"{rag_outputs}\n]"
         ),
         "engine_extension_maps": (
             'input_map { key: "ignore_eos" value: "ignore_eos" } '
             'output_map { key: "finish_reason" value: "finish_reason" } '
-            'output_map { key: "request_key" value: "_REQUEST_KEY" }'
+            'output_map { key: "request_key" value: "_REQUEST_KEY" } ' + rag_maps.rstrip()
         ),
+        "preprocessing_extension_maps": " ".join(
+            f'output_map {{ key: "{name.upper()}" value: "_{name.upper()}" }}'
+            for name in RAG_COUNTS
+        ),
+    }
+
+
+def cpu_step_values(engine: EngineConfig) -> dict[str, str]:
+    """Speculative decoding, coalescing (CPU engine step) and RAG (preprocessing) values."""
+    spec = engine.speculative
+    return {
+        "speculative_mode": spec.mode,
+        # GPU template: a draft engine hands the target its logits directly
+        "speculative_fast_logits": "true" if spec.mode == "draft" else "false",
+        "num_assistant_tokens": str(spec.num_assistant_tokens),
+        "max_ngram_size": str(spec.max_ngram_size),
+        "draft_dir": str(Path(spec.draft).expanduser().resolve()) if spec.draft else "",
+        "inference_precision": engine.inference_precision,
+        "rag_template": engine.rag_template,
+        "rag_reserve_tokens": str(engine.rag_reserve_tokens),
+        "coalesce": "true" if engine.coalesce else "false",
+        "response_cache_size": str(engine.response_cache_size),
+        "response_cache_ttl_s": f"{engine.response_cache_ttl_s:g}",
     }
 
 

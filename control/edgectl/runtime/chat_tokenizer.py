@@ -50,13 +50,14 @@ class ChatTokenizer:
         if tokenize:
             raise ValueError("render the template, then encode the text")
         if self._compiled is None:
-            self._compiled = _environment().from_string(self.chat_template or "")
+            self._compiled = sandboxed_environment().from_string(self.chat_template or "")
         return self._compiled.render(
             messages=messages, add_generation_prompt=add_generation_prompt, **self._special
         )
 
 
-def _environment():
+def sandboxed_environment():
+    """Jinja as transformers renders chat templates: sandboxed, no file or attribute access."""
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 

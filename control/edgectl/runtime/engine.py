@@ -24,6 +24,7 @@ from edgectl.runtime.contract import InvalidRequest, SamplingParams
 from edgectl.runtime.detokenize import AnchoredDecoder, StreamHoldback
 from edgectl.runtime.emission import Emission, RequestTiming, finished_beams
 from edgectl.runtime.generation_config import configure
+from edgectl.runtime.speculative import Speculation
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,12 @@ class ResponseSink(Protocol):
     def cancelled(self) -> bool: ...
 
 
+def _shared_keys(sink: ResponseSink) -> set[int]:
+    """Cancellation keys of a sink shared by several clients (runtime.coalesce)."""
+    keys = getattr(sink, "cancel_keys", None)
+    return keys() if keys is not None else set()
+
+
 class DeviceGate(Protocol):
     """Shares the device with other engines (edgectl.runtime.slots.SlotGate)."""
 
@@ -67,6 +74,9 @@ class EngineRequest:
     sequence_index: int = 0
     request_id: str = ""  # the client's id: a later ``stop`` request names it
     timing: RequestTiming = field(default_factory=RequestTiming)
+    # False when the responses carry facts of this request alone (its timings), so it
+    # may not share another request's sequence or cached answer (runtime.coalesce)
+    shareable: bool = True
 
 
 @dataclass
@@ -137,8 +147,10 @@ class ContinuousBatchingEngine:
         structured_output_factory: Callable[..., Any] | None = None,
         stop_criteria: Mapping[str, Any] | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        speculation: Speculation | None = None,
     ) -> None:
         self._pipe = pipeline
+        self.speculation = speculation
         self._decoder = decoder
         self._limits = limits
         self._default_end_id = default_end_id
@@ -325,6 +337,8 @@ class ContinuousBatchingEngine:
             structured_output_factory=self._structured_output,
             stop_criteria=self._stop_criteria,
         )
+        if self.speculation is not None:
+            self.speculation.configure(config)
         return config, end_id
 
     def _step(self) -> None:
@@ -345,6 +359,8 @@ class ContinuousBatchingEngine:
                 self._drain_beams(item)
             else:
                 self._drain(item)
+            if posted and hasattr(item.request.sink, "forget"):
+                item.request.sink.forget(posted)  # those clients of a shared sequence left
             if not item.done:
                 self._enforce_lifetime(item, now, check_cancel, item.key in posted)
         self._active = [item for item in self._active if not item.done]
@@ -364,6 +380,12 @@ class ContinuousBatchingEngine:
         finished = False
         while handle.can_read() and not finished:
             for output in handle.read().values():
+                if self.speculation is not None:
+                    self.speculation.record(
+                        len(item.generated),
+                        len(output.generated_ids),
+                        item.request.params.max_new_tokens,
+                    )
                 log_probs = list(getattr(output, "generated_log_probs", None) or [])
                 for index, token in enumerate(output.generated_ids):
                     log_prob = float(log_probs[index]) if index < len(log_probs) else 0.0
@@ -482,7 +504,10 @@ class ContinuousBatchingEngine:
     def _posted_cancellations(self) -> set[int]:
         if self._cancel_board is None:
             return set()
-        return self._cancel_board.take({item.key for item in self._active})
+        keys = {item.key for item in self._active}
+        for item in self._active:
+            keys |= _shared_keys(item.request.sink)
+        return self._cancel_board.take(keys)
 
     def _enforce_lifetime(
         self, item: _Active, now: float, check_cancel: bool, posted: bool

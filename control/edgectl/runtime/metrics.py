@@ -28,6 +28,23 @@ ENGINE_GAUGES = {
     "kv_cache_usage": "Fraction of the paged KV cache in use",
 }
 
+# Speculative decoding (edgectl.runtime.speculative), TensorRT-LLM's names; only
+# published by a pipeline built with a speculative mode.
+SPECULATIVE_COUNTERS = {
+    "total_draft_tokens": "Draft token positions the target verified (K per decoding step)",
+    "total_accepted_draft_tokens": "Draft tokens the target accepted",
+}
+SPECULATIVE_GAUGES = {
+    "acceptance_rate": "total_accepted_draft_tokens / total_draft_tokens since load",
+}
+
+# Request coalescing and the response cache (edgectl.runtime.coalesce).
+COALESCE_COUNTERS = {
+    "coalesced_requests": "Requests served by an identical request's engine sequence",
+    "response_cache_hits": "Requests answered from the response cache",
+}
+COALESCE_GAUGES = {"response_cache_entries": "Responses held in the response cache"}
+
 # Co-resident time-slicing (edgectl.runtime.slots): achieved share per model is
 # rate(edgectl_timeslice_device_seconds_total) over its sum across models.
 SLOT_PREFIX = "edgectl_timeslice"

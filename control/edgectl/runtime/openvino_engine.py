@@ -16,6 +16,7 @@ from edgectl.runtime.engine import (
     EngineStats,
 )
 from edgectl.runtime.manifest import MANIFEST, read_manifest
+from edgectl.runtime.speculative import Speculation, SpeculativeSettings, pipeline_properties
 
 
 @dataclass
@@ -98,7 +99,11 @@ def kv_cache_whole_gb(kv_cache_gb: float) -> int:
     return max(1, int(round(kv_cache_gb)))
 
 
-def create_pipeline(model_dir: Path, settings: SchedulerSettings):
+def create_pipeline(
+    model_dir: Path,
+    settings: SchedulerSettings,
+    speculative: SpeculativeSettings | None = None,
+):
     """OpenVINO GenAI's continuous-batching pipeline for ``model_dir`` on the CPU."""
     import openvino_genai as og
 
@@ -112,6 +117,8 @@ def create_pipeline(model_dir: Path, settings: SchedulerSettings):
     scheduler.enable_prefix_caching = settings.enable_prefix_caching
     scheduler.dynamic_split_fuse = settings.dynamic_split_fuse
     properties = plugin_properties(settings)
+    if speculative is not None:  # also turns dynamic quantization off (lossless drafts)
+        properties |= pipeline_properties(speculative, model_dir, settings.inference_precision)
     return og.ContinuousBatchingPipeline(str(model_dir), scheduler, "CPU", properties)
 
 
@@ -133,6 +140,7 @@ def build_engine(
     stats_hook: Callable[[EngineStats], None] | None = None,
     cancel_board: CancelBoard | None = None,
     device_gate: DeviceGate | None = None,
+    speculative: SpeculativeSettings | None = None,
 ) -> ContinuousBatchingEngine:
     """Load the OpenVINO model in ``model_dir`` and wrap it in the engine loop (not started)."""
     check_artifact(model_dir)
@@ -142,7 +150,8 @@ def build_engine(
     import openvino as ov
     import openvino_genai as og
 
-    pipeline = create_pipeline(model_dir, settings)
+    pipeline = create_pipeline(model_dir, settings, speculative)
+    speculating = speculative is not None and speculative.enabled
     return ContinuousBatchingEngine(
         pipeline,
         anchored_decoder(model_dir),
@@ -155,4 +164,5 @@ def build_engine(
         stats_hook=stats_hook,
         cancel_board=cancel_board,
         device_gate=device_gate,
+        speculation=Speculation(speculative) if speculating else None,
     )

@@ -25,7 +25,10 @@ UNSUPPORTED_INPUTS = {
     "encoder_output_lengths": "encoder-decoder models are not served by the CPU engine",
     "draft_input_ids": "speculative draft tokens are not accepted by the CPU engine",
     "draft_logits": "speculative draft logits are not accepted by the CPU engine",
-    "draft_acceptance_threshold": "speculative decoding is not configured on the CPU engine",
+    "draft_acceptance_threshold": (
+        "the CPU engine's own speculation (engine.speculative) verifies drafts exactly, "
+        "with no threshold"
+    ),
     "embedding_bias": "OpenVINO GenAI has no per-token logit bias",
     "runtime_top_p_min": "top-p decay is not implemented by OpenVINO GenAI",
     "runtime_top_p_decay": "top-p decay is not implemented by OpenVINO GenAI",

@@ -10,7 +10,7 @@ scalars ``[1, 1]``.  Only outputs the caller asked for and enabled with NVIDIA's
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 import numpy as np
 
@@ -104,6 +104,8 @@ class FanIn:
 
     Only the last sequence to finish sends the final flag; after an error the
     remaining sequences are dropped (reported as cancelled so the engine frees them).
+    ``extras[batch_index]`` holds tensors of the request row echoed on each of its
+    responses (the RAG drop counts), sent when requested.
     """
 
     def __init__(
@@ -113,12 +115,14 @@ class FanIn:
         deliver_error: Callable[[str, str], None],
         client_cancelled: Callable[[], bool],
         requested: Collection[str],
+        extras: Mapping[int, Mapping[str, np.ndarray]] | None = None,
     ) -> None:
         self._open = count
         self._deliver = deliver
         self._deliver_error = deliver_error
         self._client_cancelled = client_cancelled
         self._requested = frozenset(requested)
+        self._extras = extras or {}
         self._lock = threading.Lock()
         self._failed = False
 
@@ -127,6 +131,9 @@ class FanIn:
 
     def _send(self, emission: Emission) -> None:
         tensors = output_tensors(emission, self._requested)
+        for name, value in self._extras.get(emission.batch_index, {}).items():
+            if name in self._requested:
+                tensors[name] = value
         with self._lock:
             if self._failed:
                 return

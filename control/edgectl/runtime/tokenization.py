@@ -124,8 +124,12 @@ class Preprocessor:
         pad_id: int | None = None,
         apply_chat_template: bool = False,
         messages: Any = None,
+        prompt_ids: list[int] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Tensors for one request row (without the batch dimension); raises InvalidRequest."""
+        """Tensors for one request row (without the batch dimension); raises InvalidRequest.
+
+        ``prompt_ids`` replaces encoding ``query`` (a prompt built elsewhere, e.g. RAG).
+        """
         conversation = parse_messages(messages) if messages is not None else None
         text = _as_text(query, "text_input") if conversation is None else ""
         if conversation is None and not text.strip():
@@ -142,7 +146,9 @@ class Preprocessor:
                 f"text_input is {len(text)} characters; the limit is "
                 f"max_input_len={limits.max_input_len} tokens"
             )
-        if conversation is not None:
+        if prompt_ids is not None:
+            ids = prompt_ids
+        elif conversation is not None:
             ids = self.encode_chat(conversation)
         else:
             ids = self.encode_prompt(text, apply_chat_template)

@@ -39,3 +39,14 @@ def strings(array: np.ndarray | None) -> list[Any]:
     if array is None:
         return []
     return list(np.asarray(array, dtype=object).reshape(-1))
+
+
+def text_list(array: np.ndarray | None, field: str) -> list[str]:
+    """Strings of a STRING tensor as text; invalid UTF-8 is refused naming ``field``."""
+    texts = []
+    for index, value in enumerate(strings(array)):
+        try:
+            texts.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"{field}[{index}] is not valid UTF-8") from None
+    return texts
