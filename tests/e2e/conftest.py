@@ -1,4 +1,8 @@
-"""One real tritonserver per test session, on free loopback ports, serving the embedded model.
+"""Real tritonservers on free loopback ports, serving the embedded model.
+
+One decoupled server (``live_server``) and one unary server (``unary_server``,
+``engine.decoupled=false``) per session; a test that takes ``server`` runs against
+both (ids ``decoupled`` and ``unary``). The unary server starts only when a test needs it.
 
 The model is built once into the edgectl cache (``EDGECTL_CACHE`` or
 ``~/.cache/edgectl``) and reused by later runs and by ``make demo``.
@@ -71,8 +75,18 @@ class LiveServer:
     def client(self) -> TritonClient:
         return TritonClient(self.state.http_url, self.state.grpc_url, timeout_s=60)
 
-    def metric(self, name: str, model: str = "tensorrt_llm") -> float:
+    @property
+    def decoupled(self) -> bool:
+        return self.config.engine.decoupled
+
+    @property
+    def engine_model(self) -> str:
+        """The model that runs the engine: behind the unary fronts it is the decoupled one."""
+        return "tensorrt_llm" if self.decoupled else "tensorrt_llm_decoupled"
+
+    def metric(self, name: str, model: str | None = None) -> float:
         """One sample from Triton's /metrics endpoint (engine metrics carry a model label)."""
+        model = model or self.engine_model
         url = f"http://{self.state.host}:{self.state.metrics_port}/metrics"
         for line in httpx.get(url, timeout=10).text.splitlines():
             if line.startswith(f'{name}{{model="{model}"}}'):
@@ -96,3 +110,28 @@ def live_server(
 ) -> Iterator[LiveServer]:
     with running_server(server_config(tmp_path_factory.mktemp("triton"), built_artifact)) as live:
         yield live
+
+
+@pytest.fixture(scope="session")
+def unary_server(
+    built_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    config = server_config(
+        tmp_path_factory.mktemp("unary"), built_artifact, gateway=True, decoupled=False
+    )
+    with running_server(config) as live:
+        yield live
+
+
+BOTH_MODES = pytest.mark.parametrize("server", ["decoupled", "unary"], indirect=True)
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> LiveServer:
+    """The session server of the mode named by the param (``BOTH_MODES``)."""
+    name = {"decoupled": "live_server", "unary": "unary_server"}[request.param]
+    return request.getfixturevalue(name)
+
+
+# The documented refusal of a streaming request by a unary deployment.
+STREAMING_REFUSED = "streaming needs the decoupled deployment"

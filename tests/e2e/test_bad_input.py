@@ -8,7 +8,7 @@ import pytest
 
 from edgectl.client import GenerateRequest
 from edgectl.errors import EdgectlError
-from tests.e2e.conftest import MAX_INPUT_LEN, MAX_OUTPUT_LEN, LiveServer
+from tests.e2e.conftest import BOTH_MODES, MAX_INPUT_LEN, MAX_OUTPUT_LEN, LiveServer
 from tests.e2e.helpers import stream_infer
 
 pytestmark = pytest.mark.e2e
@@ -33,25 +33,27 @@ def assert_still_serving(server: LiveServer) -> None:
     assert "Paris" in "".join(server.client.generate("ensemble", request, "grpc"))
 
 
+@BOTH_MODES
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
 def test_bad_request_is_refused_with_the_field_named(
-    live_server: LiveServer, protocol: str, case: str
+    server: LiveServer, protocol: str, case: str
 ) -> None:
     overrides, expected = BAD_REQUESTS[case]
     fields = {"text_input": "Hello", "max_tokens": 8, **overrides}
     with pytest.raises(EdgectlError) as err:
-        list(live_server.client.generate("ensemble", GenerateRequest(**fields), protocol))
+        list(server.client.generate("ensemble", GenerateRequest(**fields), protocol))
     assert expected in str(err.value)
     if protocol == "http":
         assert "HTTP 400" in str(err.value)
-    assert_still_serving(live_server)
+    assert_still_serving(server)
 
 
-def test_unknown_model_is_refused(live_server: LiveServer) -> None:
+@BOTH_MODES
+def test_unknown_model_is_refused(server: LiveServer) -> None:
     with pytest.raises(EdgectlError, match="no-such-model"):
-        list(live_server.client.generate("no-such-model", GenerateRequest("Hi", 4), "http"))
-    assert_still_serving(live_server)
+        list(server.client.generate("no-such-model", GenerateRequest("Hi", 4), "http"))
+    assert_still_serving(server)
 
 
 RAW_BAD_TENSORS = {
@@ -66,23 +68,25 @@ RAW_BAD_TENSORS = {
 }
 
 
+@BOTH_MODES
 @pytest.mark.parametrize("case", sorted(RAW_BAD_TENSORS))
-def test_malformed_tensors_are_refused(live_server: LiveServer, case: str) -> None:
+def test_malformed_tensors_are_refused(server: LiveServer, case: str) -> None:
     inputs, expected = RAW_BAD_TENSORS[case]
     inputs = {**inputs, "text_input": np.array(inputs["text_input"], dtype=object)}
-    _, error = stream_infer(live_server.state.grpc_url, "ensemble", inputs)
+    _, error = stream_infer(server.state.grpc_url, "ensemble", inputs)
     assert error is not None
     assert all(fragment in error.message() for fragment in expected), error.message()
-    assert_still_serving(live_server)
+    assert_still_serving(server)
 
 
-def test_malformed_json_body_is_refused(live_server: LiveServer) -> None:
+@BOTH_MODES
+def test_malformed_json_body_is_refused(server: LiveServer) -> None:
     response = httpx.post(
-        f"{live_server.state.http_url}/v2/models/ensemble/generate",
+        f"{server.state.http_url}/v2/models/ensemble/generate",
         content=b'{"text_input": "hi", "max_tokens": ',
         timeout=30,
     )
     # Triton's HTTP frontend answers unparsable JSON with 500 and a parse error.
     assert response.status_code in (400, 500)
     assert "error" in response.json()
-    assert_still_serving(live_server)
+    assert_still_serving(server)

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from edgectl.client import GenerateRequest
-from tests.e2e.conftest import UNUSED_END_ID, LiveServer
+from tests.e2e.conftest import BOTH_MODES, UNUSED_END_ID, LiveServer
 from tests.e2e.helpers import infer_input, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -44,26 +44,33 @@ def start_thread(server: LiveServer, request: GenerateRequest) -> tuple[threadin
     return thread, record
 
 
-def test_concurrent_requests_share_engine_steps(live_server: LiveServer) -> None:
-    steps_before = live_server.metric("edgectl_engine_steps_total")
-    scheduled_before = live_server.metric("edgectl_engine_scheduled_sequences_total")
-    workers = [start_thread(live_server, long_request(32, stream=False)) for _ in range(8)]
+@BOTH_MODES
+def test_concurrent_requests_share_engine_steps(server: LiveServer) -> None:
+    steps_before = server.metric("edgectl_engine_steps_total")
+    scheduled_before = server.metric("edgectl_engine_scheduled_sequences_total")
+    workers = [start_thread(server, long_request(32, stream=False)) for _ in range(8)]
     for thread, _ in workers:
         thread.join(timeout=120)
     assert all(record.get("text") for _, record in workers)
-    wait_for(lambda: live_server.metric("edgectl_engine_active") == 0, 10, "engine idle")
-    steps = live_server.metric("edgectl_engine_steps_total") - steps_before
-    scheduled = live_server.metric("edgectl_engine_scheduled_sequences_total") - scheduled_before
+    wait_for(lambda: server.metric("edgectl_engine_active") == 0, 10, "engine idle")
+    steps = server.metric("edgectl_engine_steps_total") - steps_before
+    scheduled = server.metric("edgectl_engine_scheduled_sequences_total") - scheduled_before
     # 8 x 32 tokens one after another would take >= 256 steps with 1 sequence each.
     assert scheduled / steps >= 4, (scheduled, steps)
     assert steps < 8 * 32 / 2
-    assert live_server.metric("edgectl_engine_peak_scheduled") >= 8
+    assert server.metric("edgectl_engine_peak_scheduled") >= 8
 
 
-def test_late_request_joins_the_running_batch(live_server: LiveServer) -> None:
-    running = [start_thread(live_server, long_request(160)) for _ in range(4)]
-    wait_for(lambda: all("first" in r for _, r in running), 60, "4 streams to start")
-    late_thread, late = start_thread(live_server, long_request(8))
+@BOTH_MODES
+def test_late_request_joins_the_running_batch(server: LiveServer) -> None:
+    """Unary mode sends whole results: the engine's counter shows the 4 running."""
+    stream = server.decoupled
+    running = [start_thread(server, long_request(160, stream)) for _ in range(4)]
+    if stream:
+        wait_for(lambda: all("first" in r for _, r in running), 60, "4 streams to start")
+    else:
+        wait_for(lambda: server.metric("edgectl_engine_active") >= 4, 60, "4 to start")
+    late_thread, late = start_thread(server, long_request(8, stream))
     late_thread.join(timeout=60)
     for thread, _ in running:
         thread.join(timeout=120)
@@ -73,6 +80,7 @@ def test_late_request_joins_the_running_batch(live_server: LiveServer) -> None:
 
 
 def test_client_cancellation_stops_the_engine_sequence(live_server: LiveServer) -> None:
+    """Decoupled only: it cancels a gRPC stream, which a unary deployment refuses."""
     cancelled_before = live_server.metric("edgectl_engine_requests_cancelled_total")
     steps_before = live_server.metric("edgectl_engine_steps_total")
     responses: queue.Queue = queue.Queue()

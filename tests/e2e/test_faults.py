@@ -36,8 +36,8 @@ def fault_server(fault_config: EdgectlConfig) -> Iterator[LiveServer]:
         yield live
 
 
-def engine_stub(workdir: Path) -> psutil.Process:
-    stubs = [p for p in stub_processes(workdir) if "/tensorrt_llm/" in p.cmdline()[1]]
+def engine_stub(workdir: Path, model: str = "tensorrt_llm") -> psutil.Process:
+    stubs = [p for p in stub_processes(workdir) if f"/{model}/" in p.cmdline()[1]]
     assert len(stubs) == 1, stubs
     return stubs[0]
 
@@ -85,6 +85,25 @@ def test_a_killed_engine_stub_serves_again_within_ten_seconds(fault_server: Live
         time.sleep(0.2)
     recovery = LocalTriton(fault_server.config.server).recovery_summary()
     assert recovery and recovery[0].startswith("tensorrt_llm: stub restarted 1x")
+
+
+def test_a_killed_engine_stub_behind_the_unary_fronts_serves_again(
+    unary_server: LiveServer,
+) -> None:
+    """Unary mode: the decoupled engine is restarted and the fronts forward to it again."""
+    assert answers(unary_server)
+    workdir = Path(unary_server.config.server.workdir)
+    engine_stub(workdir, unary_server.engine_model).send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    # The server is shared: wait until it serves again before judging the time it took.
+    while True:
+        attempt = time.monotonic()
+        if answers(unary_server) or attempt - killed_at > 60:
+            break
+        time.sleep(0.2)
+    assert attempt - killed_at < 10, "the model did not serve again within 10 s"
+    recovery = LocalTriton(unary_server.config.server).recovery_summary()
+    assert recovery and recovery[0].startswith("tensorrt_llm_decoupled: stub restarted 1x")
 
 
 def test_a_killed_server_is_reported_and_redeploys_cleanly(

@@ -1,4 +1,4 @@
-"""A short seeded bad-input storm against the shared server (the full one is a benchmark)."""
+"""A short seeded bad-input storm against each shared server (the full one is a benchmark)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import pytest
 
 from benchmarks.fuzz_requests import greedy_text, storm
 from edgectl.runtime.processes import live_stubs
-from tests.e2e.conftest import LiveServer
+from tests.e2e.conftest import BOTH_MODES, LiveServer
 
 pytestmark = pytest.mark.e2e
 
 
-def test_a_storm_of_bad_requests_is_answered_and_changes_nothing(live_server: LiveServer) -> None:
-    state = live_server.state
+@BOTH_MODES
+def test_a_storm_of_bad_requests_is_answered_and_changes_nothing(server: LiveServer) -> None:
+    state = server.state
     stubs_before = set(live_stubs(psutil.Process(state.pid)))
     before = greedy_text(state.http_url)
     outcomes = storm(state.http_url, state.grpc_url, count=300, seed=11)

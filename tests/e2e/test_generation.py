@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edgectl.client import GenerateRequest
-from tests.e2e.conftest import UNUSED_END_ID, LiveServer
+from edgectl.errors import EdgectlError
+from tests.e2e.conftest import BOTH_MODES, STREAMING_REFUSED, UNUSED_END_ID, LiveServer
 from tests.e2e.helpers import stream_infer
 
 pytestmark = pytest.mark.e2e
@@ -18,15 +19,26 @@ def generate(server: LiveServer, protocol: str, **fields) -> list[str]:
     return list(server.client.generate("ensemble", GenerateRequest(**fields), protocol))
 
 
+def refuses_streaming(server: LiveServer, protocol: str, **fields) -> bool:
+    """In unary mode, check that a streamed request is refused clearly and say so."""
+    if server.decoupled:
+        return False
+    with pytest.raises(EdgectlError, match=STREAMING_REFUSED):
+        generate(server, protocol, stream=True, **fields)
+    return True
+
+
+@BOTH_MODES
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_greedy_answer_names_paris(live_server: LiveServer, protocol: str) -> None:
+def test_greedy_answer_names_paris(server: LiveServer, protocol: str) -> None:
     pieces = generate(
-        live_server, protocol, text_input=QUESTION, max_tokens=32, apply_chat_template=True
+        server, protocol, text_input=QUESTION, max_tokens=32, apply_chat_template=True
     )
     assert len(pieces) == 1
     assert "Paris" in pieces[0]
 
 
+@BOTH_MODES
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize(
     "sampling",
@@ -34,22 +46,27 @@ def test_greedy_answer_names_paris(live_server: LiveServer, protocol: str) -> No
     ids=["greedy", "seeded-sampling"],
 )
 def test_stream_concatenates_to_the_non_streamed_text(
-    live_server: LiveServer, protocol: str, sampling: dict
+    server: LiveServer, protocol: str, sampling: dict
 ) -> None:
+    """Unary mode answers the whole text and refuses the stream."""
     fields = dict(
         text_input="Describe Paris in three sentences.",
         max_tokens=48,
         apply_chat_template=True,
         **sampling,
     )
-    whole = generate(live_server, protocol, **fields)
-    pieces = generate(live_server, protocol, stream=True, **fields)
+    whole = generate(server, protocol, **fields)
+    assert len(whole) == 1
+    if refuses_streaming(server, protocol, **fields):
+        return
+    pieces = generate(server, protocol, stream=True, **fields)
     assert len(pieces) >= 5, pieces
     assert "".join(pieces) == whole[0]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_multibyte_text_survives_streaming(live_server: LiveServer, protocol: str) -> None:
+    """Decoupled only: it checks how streamed pieces split characters."""
     fields = dict(
         text_input="Say 'good morning' in Japanese characters.",
         max_tokens=40,
@@ -63,32 +80,39 @@ def test_multibyte_text_survives_streaming(live_server: LiveServer, protocol: st
     assert text == generate(live_server, protocol, **fields)[0]
 
 
-def test_prompt_echo_round_trips_multibyte_text(live_server: LiveServer) -> None:
+@BOTH_MODES
+def test_prompt_echo_round_trips_multibyte_text(server: LiveServer) -> None:
     prompt = "Café naïve — 日本語のテキスト 🙂 ok"
-    text = generate(
-        live_server, "grpc", text_input=prompt, max_tokens=4, exclude_input_in_output=False
-    )[0]
+    text = generate(server, "grpc", text_input=prompt, max_tokens=4, exclude_input_in_output=False)[
+        0
+    ]
     assert text.startswith(prompt)
 
 
+@BOTH_MODES
 @pytest.mark.parametrize("stream", [False, True])
-def test_stop_word_ends_generation_before_it(live_server: LiveServer, stream: bool) -> None:
-    fields = dict(text_input=QUESTION, max_tokens=32, apply_chat_template=True, stream=stream)
-    baseline = "".join(generate(live_server, "grpc", **fields))
+def test_stop_word_ends_generation_before_it(server: LiveServer, stream: bool) -> None:
+    fields = dict(text_input=QUESTION, max_tokens=32, apply_chat_template=True)
+    if stream and refuses_streaming(server, "grpc", stop_words=["Paris"], **fields):
+        return
+    fields["stream"] = stream
+    baseline = "".join(generate(server, "grpc", **fields))
     assert "Paris" in baseline
-    stopped = "".join(generate(live_server, "grpc", stop_words=["Paris"], **fields))
+    stopped = "".join(generate(server, "grpc", stop_words=["Paris"], **fields))
     assert "Paris" not in stopped
     assert stopped.strip() and baseline.startswith(stopped)
     assert len(stopped) < len(baseline)
 
 
+@BOTH_MODES
 @pytest.mark.parametrize("streaming", [False, True])
 @pytest.mark.parametrize("max_tokens", [1, 7, 33])
 def test_engine_honours_max_tokens_exactly(
-    live_server: LiveServer, streaming: bool, max_tokens: int
+    server: LiveServer, streaming: bool, max_tokens: int
 ) -> None:
+    """Unary mode: the engine step answers whole results and refuses streaming."""
     results, error = stream_infer(
-        live_server.state.grpc_url,
+        server.state.grpc_url,
         "tensorrt_llm",
         {
             "input_ids": np.array([[1, 9690, 198, 504, 2156]], dtype=np.int32),
@@ -98,6 +122,10 @@ def test_engine_honours_max_tokens_exactly(
             "streaming": np.array([[streaming]], dtype=bool),
         },
     )
+    if streaming and not server.decoupled:
+        assert error is not None and STREAMING_REFUSED in error.message(), error
+        assert results == []
+        return
     assert error is None
     data = [r for r in results if r.get_response().outputs]
     generated = sum(int(r.as_numpy("sequence_length").sum()) for r in data)

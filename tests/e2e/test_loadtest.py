@@ -14,7 +14,7 @@ from edgectl.loadtest.profile import parse_profile
 from edgectl.loadtest.prompts import load_tokenizer
 from edgectl.loadtest.runner import ServerHandle, Target, run_profile
 
-from .conftest import MAX_OUTPUT_LEN, UNUSED_END_ID, LiveServer
+from .conftest import BOTH_MODES, MAX_OUTPUT_LEN, UNUSED_END_ID, LiveServer
 
 pytestmark = pytest.mark.e2e
 
@@ -89,6 +89,23 @@ def test_grpc_sweep_measures_every_metric(live_server: LiveServer, tmp_path: Pat
         assert (tmp_path / "run" / plot).stat().st_size > 10_000
 
 
+def test_non_streaming_grpc_run_in_unary_mode(unary_server: LiveServer, tmp_path: Path) -> None:
+    """A non-streaming profile: whole results, so no time to first token is claimed."""
+    summary = run(unary_server, tmp_path, "grpc", concurrency=[2], stream=False)
+    [step] = summary["steps"]
+    metrics = step["metrics"]
+    assert metrics["failure_count"] == 0
+    assert 1 <= metrics["request_count"] <= SHORT["max_requests"] - SHORT["warmup_requests"]
+    assert metrics["output_sequence_length"]["min"] == SHORT["output_tokens"]
+    assert metrics["output_sequence_length"]["max"] == SHORT["output_tokens"]
+    assert metrics["output_token_throughput"]["avg"] > 0
+    for record in records(tmp_path):
+        assert record["ok"] and record["error"] is None
+        assert record["responses"] == 1 and record["itl_s"] == []
+        assert record["ttft_s"] is None and record["latency_s"] > 0
+        assert record["output_tokens"] == SHORT["output_tokens"]
+
+
 def server_overrides(live_server: LiveServer) -> list[str]:
     """CLI options that point edgectl at the session's server."""
     state = live_server.state
@@ -122,6 +139,7 @@ def test_cli_http_sse_run(live_server: LiveServer, tmp_path: Path) -> None:
     assert summary["steps"][0]["server_rss_mib"] > 100  # the local server was recognised
 
 
+@BOTH_MODES
 @pytest.mark.parametrize(
     ("protocol", "model", "profile", "error"),
     [
@@ -131,9 +149,10 @@ def test_cli_http_sse_run(live_server: LiveServer, tmp_path: Path) -> None:
     ids=["unknown-model", "max-tokens-over-limit"],
 )
 def test_rejected_requests_are_failures_not_crashes(
-    live_server: LiveServer, tmp_path: Path, protocol: str, model: str, profile: dict, error: str
+    server: LiveServer, tmp_path: Path, protocol: str, model: str, profile: dict, error: str
 ) -> None:
-    summary = run(live_server, tmp_path, protocol, model=model, concurrency=[2], **profile)
+    stream = {} if server.decoupled else {"stream": False}
+    summary = run(server, tmp_path, protocol, model=model, concurrency=[2], **profile, **stream)
     metrics = summary["steps"][0]["metrics"]
     assert metrics["request_count"] == 0
     assert metrics["failure_count"] == SHORT["max_requests"] - SHORT["warmup_requests"]
@@ -143,13 +162,14 @@ def test_rejected_requests_are_failures_not_crashes(
     assert "## Failures" in (tmp_path / "run" / "report.md").read_text()
 
 
-def test_status_breakdown(live_server: LiveServer) -> None:
-    request = GenerateRequest("Hello", max_tokens=4, stream=True, end_id=UNUSED_END_ID)
-    assert list(live_server.client.generate("ensemble", request, "grpc"))
+@BOTH_MODES
+def test_status_breakdown(server: LiveServer) -> None:
+    request = GenerateRequest("Hello", max_tokens=4, stream=server.decoupled, end_id=UNUSED_END_ID)
+    assert list(server.client.generate("ensemble", request, "grpc"))
     result = CliRunner().invoke(
         cli,
         [
-            *server_overrides(live_server),
+            *server_overrides(server),
             "status", "--breakdown",
         ],
     )  # fmt: skip

@@ -17,18 +17,17 @@ pytestmark = pytest.mark.e2e
 SLOTS, QUEUE = 2, 2
 
 
+def small_config(root: Path, artifact: Path, **engine: object):
+    return server_config(
+        root, artifact, max_num_seqs=SLOTS, max_queue_size=QUEUE, queue_timeout_s=30, **engine
+    )
+
+
 @pytest.fixture(scope="module")
 def small_server(
     built_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    config = server_config(
-        tmp_path_factory.mktemp("overload"),
-        built_artifact,
-        gateway=True,
-        max_num_seqs=SLOTS,
-        max_queue_size=QUEUE,
-        queue_timeout_s=30,
-    )
+    config = small_config(tmp_path_factory.mktemp("overload"), built_artifact, gateway=True)
     with running_server(config) as live:
         yield live
 
@@ -37,6 +36,21 @@ def small_server(
 def test_requests_beyond_the_queue_are_refused_not_lost(
     small_server: LiveServer, protocol: str
 ) -> None:
+    assert_refused_not_lost(small_server, protocol)
+
+
+def test_unary_fronts_pass_the_engine_queue_refusal_on(
+    built_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Unary mode: requests reach the engine's queue at once and its refusal comes back."""
+    config = small_config(
+        tmp_path_factory.mktemp("overload-unary"), built_artifact, decoupled=False
+    )
+    with running_server(config) as small_unary_server:
+        assert_refused_not_lost(small_unary_server, "grpc")
+
+
+def assert_refused_not_lost(small_server: LiveServer, protocol: str) -> None:
     sent = 10
     outcomes: list[str] = []
     lock = threading.Lock()

@@ -1,19 +1,17 @@
 """engine.decoupled=false: NVIDIA's unary calls (gRPC ModelInfer, HTTP /infer) on every model.
 
-One extra server for this module; texts are compared with the decoupled session server.
+Runs on the session's unary server; texts are compared with the decoupled session server.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.conftest import LiveServer, running_server, server_config
+from tests.e2e.conftest import LiveServer
 from tests.e2e.nvidia_client import (
     ensemble_inputs,
     first_text,
@@ -24,15 +22,6 @@ from tests.e2e.nvidia_client import (
 )
 
 PROMPT = "The capital of France is"
-
-
-@pytest.fixture(scope="module")
-def unary_server(built_artifact: Path, tmp_path_factory) -> Iterator[LiveServer]:
-    config = server_config(
-        tmp_path_factory.mktemp("unary"), built_artifact, gateway=True, decoupled=False
-    )
-    with running_server(config) as live:
-        yield live
 
 
 def streamed_text(server: LiveServer, model: str = "ensemble", **fields) -> str:

@@ -17,6 +17,11 @@ from edgectl.plan.shapes import ModelShape
 GB = 1e9
 KV_BYTES = {"fp16": 2, "int8": 1, "fp8": 1}
 WEIGHT_BITS = {"fp32": 32, "fp16": 16, "int8_wo": 8, "int8_sq": 8}
+# GGUF blocks served as they are (CPU only), bits per weight with the block's own scales:
+# Q4_1 holds 32 four-bit weights plus an fp16 scale and an fp16 minimum (5 bits a weight),
+# Q8_0 32 bytes plus an fp16 scale (8.5). Without the file at hand the planner assumes the
+# common layout of Q4_1 layers and a Q8_0 embedding/head, as in the embedded model.
+GGUF_BITS = {"gguf-native": 5.0, "gguf-q8_0": 8.5}
 SCALE_BYTES = 2  # one fp16 scale per output channel (INT8) or per group (INT4)
 TOKENS_PER_BLOCK = 64  # TensorRT-LLM's paged KV block
 ACTIVATION_BYTES = 2  # fp16 activations
@@ -48,6 +53,8 @@ def layer_matrices(shape: ModelShape) -> list[Matrix]:
 
 def matrix_bytes(matrix: Matrix, fmt: str, group_size: int) -> float:
     """Stored bytes of one matrix: packed weights plus their fp16 scales."""
+    if fmt in GGUF_BITS:
+        return matrix.params * GGUF_BITS[fmt] / 8
     if fmt in INT4_FORMATS:
         groups = math.ceil(matrix.rows / group_size) * matrix.cols
         return matrix.params / 2 + groups * SCALE_BYTES
@@ -76,6 +83,8 @@ def head_format(recipe: Recipe, engine: str) -> str:
     weights = recipe.precision.weights
     if weights in ("fp32", "fp16"):
         return weights
+    if weights == "gguf-native":
+        return "gguf-q8_0"
     return "int8_wo" if engine == "cpu" else "fp16"
 
 

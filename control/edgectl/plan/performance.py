@@ -24,6 +24,8 @@ MATH_OF_WEIGHTS: dict[str, MathFormat] = {
     "int4_wo": "fp16",
     "int4_awq": "fp16",
     "int4_gptq": "fp16",
+    "gguf-native": "fp16",  # de-quantized per block into the matmul, like W4A16
+    "gguf-q8_0": "fp16",
 }
 
 

@@ -1,15 +1,19 @@
 """Unary (non-decoupled) serving in front of the decoupled CPU engine.
 
-A non-decoupled Python model must return its responses from ``execute``.  The
+A non-decoupled Python model answers each request with exactly one response.  The
 front (``model_repository/unary_front``) forwards each request to the one
-decoupled engine step, collects that stream and answers with one response; the
-engine keeps batching every front's sequences in flight.  These helpers decide
-what a unary request may ask for and merge a stream into one response.
+decoupled engine step, collects that stream and answers with one response through
+the request's response sender, so ``execute`` returns at once and a request that
+arrives while others run joins the engine's batch instead of waiting for them.
+These helpers decide what a unary request may ask for, merge a stream into one
+response and send it from a worker thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from typing import Any
 
 import numpy as np
 
@@ -73,3 +77,25 @@ def merge_sequences(responses: Sequence[dict[str, np.ndarray]], end_id: int) -> 
         counts = [int(np.asarray(r["num_output_tokens"]).reshape(-1)[0]) for r in ordered]
         merged["num_output_tokens"] = np.asarray([[max(counts)]], dtype=np.int32)
     return merged
+
+
+def answer_later(
+    pool: Executor,
+    sender: Any,
+    work: Callable[[], Any],
+    final_flag: int,
+    on_error: Callable[[str], Any],
+) -> Future:
+    """Run ``work`` on ``pool``; send its response, the request's only one, as final.
+
+    An exception in ``work`` becomes an error response, so no request is left unanswered.
+    """
+
+    def run() -> None:
+        try:
+            response = work()
+        except Exception as err:  # noqa: BLE001 - answered to the client below
+            response = on_error(f"the unary front failed: {err}")
+        sender.send(response, flags=final_flag)
+
+    return pool.submit(run)

@@ -1,9 +1,9 @@
 """Unary engine step: answers ModelInfer with the whole result of the decoupled engine.
 
 Each request is forwarded (BLS) to the one decoupled CPU engine step, whose stream
-is merged into a single response.  The requests of one ``execute`` call run
-concurrently and several instances run side by side, so the engine keeps batching
-them in flight.
+is merged into a single response, sent from a worker thread through the request's
+response sender.  ``execute`` returns at once, so a request that arrives while
+others run is forwarded straight away and the engine batches it with them in flight.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from edgectl.runtime.contract import InvalidRequest
 from edgectl.runtime.triton_io import model_parameters
-from edgectl.runtime.unary import check_unary_request, merge_sequences
+from edgectl.runtime.unary import answer_later, check_unary_request, merge_sequences
 
 
 def _error(message, code):
@@ -55,7 +55,9 @@ class TritonPythonModel:
             output_tensors=[pb_utils.Tensor(name, value) for name, value in merged.items()]
         )
 
-    def _submit(self, request):
+    def _prepare(self, request):
+        """``(work, None)`` to run the request, or ``(None, error)`` to refuse it."""
+
         def lookup(name):
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             return None if tensor is None else tensor.as_numpy()
@@ -74,11 +76,25 @@ class TritonPythonModel:
             for t in request.inputs()
         ]
         requested = list(request.requested_output_names()) or self.outputs
-        return self.pool.submit(self._forward, inputs, requested, request.request_id()), None
+        request_id = request.request_id()
+        return (lambda: self._forward(inputs, requested, request_id)), None
 
     def execute(self, requests):
-        pending = [self._submit(request) for request in requests]
-        return [error if future is None else future.result() for future, error in pending]
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        for request in requests:
+            sender = request.get_response_sender()
+            work, error = self._prepare(request)
+            if error is not None:
+                sender.send(error, flags=final)
+                continue
+            answer_later(
+                self.pool,
+                sender,
+                work,
+                final,
+                lambda message: _error(message, pb_utils.TritonError.INTERNAL),
+            )
+        return None
 
     def finalize(self):
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -48,10 +48,14 @@ def test_parameter_counts_by_hand(smollm2, llama8b) -> None:
         ("int8_wo", "cpu", 106_168_320 + 30 * 5_184 * 2 + 28_311_552 + 49_152 * 2 + 2 * 35_136),
         # INT4 g64: half a byte a weight + 2 B per 64 weights of a column; 1,880,064 a layer
         ("int4_awq", "trtllm", 30 * 1_880_064 + 2 * 28_311_552 + 2 * 35_136),
+        # GGUF Q4_1 layers (20 B per 32 weights) and the tied Q8_0 head (34 B per 32)
+        ("gguf-native", "cpu", 106_168_320 * 20 // 32 + 28_311_552 * 34 // 32 + 2 * 35_136),
     ],
 )
 def test_smollm2_weight_bytes_by_hand(smollm2, weights, engine, expected) -> None:
     group = {"group_size": 64} if weights.startswith("int4") else {}
+    if weights == "gguf-native":
+        group["calibration"] = {"mode": "none"}  # the GGUF's blocks are taken as they are
     made = recipe(weights=weights, targets=[engine], **group)
     assert memory.weight_bytes(smollm2, made, engine).total == expected
 

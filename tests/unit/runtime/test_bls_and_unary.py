@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from edgectl.config import EngineConfig
 from edgectl.runtime import bls
 from edgectl.runtime.contract import InvalidRequest
-from edgectl.runtime.unary import check_unary_request, merge_sequences
+from edgectl.runtime.unary import answer_later, check_unary_request, merge_sequences
 from tests.unit.deploy.test_repository import render, served
 
 
@@ -103,3 +105,36 @@ def test_merge_stacks_sequences_in_order_on_the_beam_axis():
     assert merged["sequence_length"].tolist() == [[1, 3]]
     assert merged["finish_reason"].tolist() == [[b"stop", b"length"]]
     assert merged["num_output_tokens"].tolist() == [[3]]
+
+
+class FakeSender:
+    def __init__(self) -> None:
+        self.sent: list[tuple[object, int]] = []
+
+    def send(self, response, flags: int = 0) -> None:
+        self.sent.append((response, flags))
+
+
+def test_answer_later_sends_one_final_response_from_the_pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+    sender = FakeSender()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        future = answer_later(pool, sender, lambda: release.wait(5) and "whole", 1, str)
+        assert sender.sent == []  # the caller (execute) did not wait for the work
+        release.set()
+        future.result(5)
+    assert sender.sent == [("whole", 1)]
+
+
+def test_answer_later_turns_a_failure_into_an_error_response():
+    from concurrent.futures import ThreadPoolExecutor
+
+    def broken():
+        raise RuntimeError("engine gone")
+
+    sender = FakeSender()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answer_later(pool, sender, broken, 1, lambda message: ("error", message)).result(5)
+    assert sender.sent == [(("error", "the unary front failed: engine gone"), 1)]
