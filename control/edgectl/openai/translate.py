@@ -61,6 +61,10 @@ def _common(body: ChatRequest | CompletionRequest, caps: Capabilities, stream: b
     inputs.update({name: value for name, value in optional.items() if value is not None})
     if body.top_k is not None and body.top_k > 0:  # 0 and -1 mean "no top-k", as in vLLM
         inputs["top_k"] = body.top_k
+    if body.temperature and "top_k" not in inputs and body.top_p is None:
+        # A temperature asks to sample, but TensorRT-LLM's rules decode greedily unless
+        # top_k or top_p is set: sample from the whole distribution, as OpenAI does.
+        inputs["top_p"] = 1.0
     if body.stop_words:
         inputs["stop_words"] = body.stop_words
     if body.min_tokens:

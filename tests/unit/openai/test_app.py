@@ -109,6 +109,15 @@ def test_completion_stream_and_echo(client) -> None:
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
 
 
+def test_a_temperature_alone_samples_the_whole_distribution(client, triton) -> None:
+    assert client.post("/v1/chat/completions", json={**CHAT, "temperature": 0.7}).status_code == 200
+    assert client.post("/v1/chat/completions", json={**CHAT, "temperature": 0}).status_code == 200
+    assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+    sampled, zero, unset = triton.sent[:3]
+    assert sampled["temperature"] == 0.7 and sampled["top_p"] == 1.0  # not TensorRT-LLM's greedy
+    assert "top_p" not in zero and "top_p" not in unset  # greedy, as before
+
+
 def test_sampling_fields_reach_the_ensemble_by_nvidia_names(client, triton) -> None:
     body = {
         **CHAT, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "seed": 1, "stop": "x",
