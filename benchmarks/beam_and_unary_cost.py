@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import queue
-import socket
 import statistics
 import tempfile
 import time
@@ -30,18 +29,9 @@ from edgectl.build.recipe import load_recipe
 from edgectl.config import EdgectlConfig
 from edgectl.deploy.local import deploy_local
 from edgectl.deploy.server import LocalTriton
+from edgectl.loadtest.runner import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def inputs(max_tokens: int, stream: bool, **fields: int) -> list[grpcclient.InferInput]:
@@ -110,7 +100,7 @@ def unary_request(url: str, max_tokens: int) -> Callable[[], Timing]:
 
 
 def serve(artifact: Path, decoupled: bool, max_num_seqs: int) -> tuple[EdgectlConfig, str]:
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics = (free_port() for _ in range(3))
     config = EdgectlConfig.model_validate(
         {
             "server": {"workdir": tempfile.mkdtemp(prefix="edgectl-bench-"), "http_port": http,

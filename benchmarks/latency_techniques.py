@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from edgectl.client import TritonClient
 from edgectl.config import EdgectlConfig
 from edgectl.deploy.local import deploy_local
 from edgectl.deploy.server import LocalTriton
+from edgectl.loadtest.runner import free_port
 from edgectl.runtime.openvino_engine import load_tokenizer
 
 METRICS = (
@@ -53,16 +53,6 @@ METRICS = (
     "edgectl_engine_steps_total",
     "edgectl_engine_coalesced_requests_total",
 )
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 class Server:
@@ -83,7 +73,7 @@ class Server:
 
 @contextmanager
 def serve(artifact: Path, top: int, **engine) -> Iterator[Server]:
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics = (free_port() for _ in range(3))
     config = EdgectlConfig.model_validate(
         {
             "server": {"workdir": tempfile.mkdtemp(prefix="edgectl-latency-"),

@@ -40,6 +40,7 @@ from edgectl.plan import catalog, memory, performance
 from edgectl.plan.catalog import Device, Efficiency, Overheads, Source
 from edgectl.plan.shapes import ModelShape
 from edgectl.plan.sizing import Plan, Workload, make_plan
+from edgectl.runtime.emission import Emission
 
 PROMPT_TOKENS = 128
 NEW_TOKENS = 32
@@ -59,10 +60,10 @@ class Timings:
     done: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
 
-    def send(self, ids: list[int], final: bool, key: int) -> None:
+    def send(self, emission: Emission) -> None:
         now = time.monotonic()
-        self.tokens.extend([now] * len(ids))
-        if final:
+        self.tokens.extend([now] * len(emission.ids[0]))
+        if emission.final:
             self.done.set()
 
     def fail(self, message: str) -> None:

@@ -147,3 +147,22 @@ def test_time_requests_reads_prefill_and_steps_from_the_token_clock() -> None:
     assert run.prefill_s == pytest.approx(0.100)
     assert run.step_s == {1: pytest.approx(0.010), 8: pytest.approx(0.020)}
     assert len(set(calls)) == len(calls)  # every prompt is fresh: no prefix cache hits
+
+
+def test_timings_take_the_engines_emissions() -> None:
+    from edgectl.plan.calibrate import NEW_TOKENS, Timings
+    from edgectl.runtime.emission import Emission
+
+    def emission(ids: list[int], final: bool) -> Emission:
+        return Emission(
+            ids=[ids], log_probs=[[]], cum_log_probs=[0.0], final=final,
+            finish_reasons=["length" if final else ""], num_input_tokens=4,
+            num_output_tokens=len(ids),
+        )  # fmt: skip
+
+    timing = Timings(0.0)
+    timing.send(emission([1, 2], final=False))
+    assert not timing.done.is_set() and len(timing.tokens) == 2
+    timing.send(emission(list(range(NEW_TOKENS - 2)), final=True))
+    assert timing.done.is_set() and len(timing.tokens) == NEW_TOKENS
+    assert timing.step_s >= 0
