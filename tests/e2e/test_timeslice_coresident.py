@@ -110,7 +110,7 @@ def test_busy_models_share_the_device_as_configured(pair):
             loop.stop()
     assert [loop.failures for loop in loops] == [[], []]
     assert all(loop.completed > 0 for loop in loops)
-    # Board accounting: within the issue's ±5 points; the OS's CPU time, a bit wider
+    # Board accounting: within ±5 points of the configured share; the OS's CPU time, a bit wider
     # (on 2 shared cores other processes take CPU from whichever engine holds a slot).
     assert share(busy, ENGINES["model_a"]) == pytest.approx(0.30, abs=0.05)
     assert share(cpu, ENGINES["model_a"]) == pytest.approx(0.30, abs=0.08)
