@@ -80,6 +80,7 @@ def serve(artifact: Path, top: int, **engine) -> Iterator[Server]:
                        "http_port": http, "grpc_port": grpc, "metrics_port": metrics},
             "engine": {"max_num_seqs": max(top, 16), **engine},
             "model": {"artifact": str(artifact)},
+            "openai": {"enabled": False},  # Triton alone is measured here
         }
     )  # fmt: skip
     deploy_local(config, progress=lambda message: None)
